@@ -1,0 +1,148 @@
+"""Keras 3 adapter: what differs from tf-keras, and nothing else.
+
+The same names exist in `rnn_state_rewriter._tf_keras`; see `generation.py`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Iterator
+
+import keras
+from keras.src.models.functional import Functional
+
+from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN
+
+keras_api = keras
+map_tensors: Callable[..., Any] = keras.tree.map_structure
+flatten_tensors: Callable[[Any], list[Any]] = keras.tree.flatten
+
+__all__ = [
+    "keras_api",
+    "TrainableInitialState",
+    "TrainableInitialStateRNN",
+    "recurrent_kind",
+    "zero_state",
+    "map_tensors",
+    "flatten_tensors",
+    "is_keras_tensor",
+    "is_functional",
+    "is_sequential",
+    "call_sites",
+    "model_inputs",
+    "model_outputs",
+    "split_initial_state",
+    "call_with_initial_state",
+    "compile_like",
+    "receives_masks",
+]
+
+
+def recurrent_kind(layer: Any) -> str | None:
+    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers."""
+    if isinstance(layer, TrainableInitialStateRNN):
+        return "trainable"
+    if isinstance(layer, keras.layers.Bidirectional):
+        return "bidirectional"
+    if isinstance(layer, keras.layers.RNN):
+        return "rnn"
+    return None
+
+
+def zero_state(layer: Any) -> Any:
+    """The built layer's zero state for a batch of one."""
+    try:
+        return layer.get_initial_state(batch_size=1)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Could not derive the state shapes of layer '{layer.name}' from its "
+            f"`get_initial_state`: {error}. If its input has unknown spatial "
+            "dimensions, give them in `Input(shape=...)`."
+        ) from error
+
+
+def is_keras_tensor(value: Any) -> bool:
+    return isinstance(value, keras.KerasTensor)
+
+
+def is_functional(model: Any) -> bool:
+    return isinstance(model, Functional) and not is_sequential(model)
+
+
+def is_sequential(model: Any) -> bool:
+    return isinstance(model, keras.Sequential)
+
+
+def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any], list[Any]]]:
+    """`(layer, args, kwargs, flat outputs)` of each call in the graph, inputs first."""
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            yield node.operation, node.arguments.args, node.arguments.kwargs, list(node.outputs)
+
+
+def model_inputs(model: Any) -> Any:
+    return model._inputs_struct
+
+
+def model_outputs(model: Any) -> Any:
+    return model._outputs_struct
+
+
+def _bind(layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The first argument of a call, and every other argument by keyword."""
+    arguments = dict(inspect.signature(layer.call).bind(*args, **kwargs).arguments)
+    first = next(iter(arguments))
+    return arguments.pop(first), arguments
+
+
+def split_initial_state(
+    layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """Separates the `initial_state` a call site passes (None if none) from its other arguments."""
+    sequences, others = _bind(layer, args, kwargs)
+    state = others.pop("initial_state", None)
+    return (sequences,), others, state
+
+
+def call_with_initial_state(
+    layer: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    states: Any,
+    *,
+    runtime_mask: bool = False,
+) -> Any:
+    """Calls a recurrent layer with `initial_state=states`, keeping its input's mask.
+
+    Keras 3 fills `mask` from the input only when a layer gets one tensor
+    argument; with `initial_state` it gets several, so the mask is passed here:
+    the input's symbolic mask, or, where a mask may arrive only at run time
+    (`runtime_mask`, inside a submodel that is called on masked inputs), the
+    output of a `SequenceMask` layer.
+    """
+    sequences, others = _bind(layer, args, kwargs)
+    others["initial_state"] = states
+    if others.get("mask") is None:
+        mask = getattr(sequences, "_keras_mask", None)
+        if mask is None and runtime_mask:
+            mask = SequenceMask(name=f"{layer.name}_mask")(sequences)
+        if mask is not None:
+            others["mask"] = mask
+    return layer(sequences, **others)
+
+
+def receives_masks(model: Any) -> bool:
+    """Whether a submodel is called anywhere on inputs that carry a Keras mask."""
+    return any(
+        getattr(tensor, "_keras_mask", None) is not None
+        for node in model._inbound_nodes
+        for tensor in node.input_tensors
+    )
+
+
+def compile_like(new: Any, old: Any) -> None:
+    """Compiles `new` as `old` was compiled (fresh optimizer state), if it was."""
+    if getattr(old, "compiled", False):
+        new.compile_from_config(old.get_compile_config())

@@ -1,0 +1,169 @@
+"""tf-keras (Keras 2) adapter: what differs from Keras 3, and nothing else.
+
+Imported only when a tf-keras object is seen (or `tf_keras` was imported
+already). It also defines the tf-keras twins of the public layers, from the
+same mixins as the Keras 3 classes, registered so that saved models load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import tensorflow as tf
+import tf_keras
+
+from rnn_state_rewriter.layers import (
+    PACKAGE,
+    TrainableInitialStateMixin,
+    TrainableInitialStateRNNMixin,
+)
+
+keras_api = tf_keras
+map_tensors: Callable[..., Any] = tf.nest.map_structure
+flatten_tensors: Callable[[Any], list[Any]] = tf.nest.flatten
+
+__all__ = [
+    "keras_api",
+    "TrainableInitialState",
+    "TrainableInitialStateRNN",
+    "recurrent_kind",
+    "zero_state",
+    "map_tensors",
+    "flatten_tensors",
+    "is_keras_tensor",
+    "is_functional",
+    "is_sequential",
+    "call_sites",
+    "model_inputs",
+    "model_outputs",
+    "split_initial_state",
+    "call_with_initial_state",
+    "compile_like",
+    "receives_masks",
+]
+
+
+@tf_keras.saving.register_keras_serializable(package=PACKAGE)
+class TrainableInitialState(TrainableInitialStateMixin, tf_keras.layers.Layer):
+    """tf-keras twin of `rnn_state_rewriter.TrainableInitialState`."""
+
+    _api = tf_keras
+
+
+@tf_keras.saving.register_keras_serializable(package=PACKAGE)
+class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, tf_keras.layers.Wrapper):
+    """tf-keras twin of `rnn_state_rewriter.TrainableInitialStateRNN`."""
+
+    _api = tf_keras
+
+
+def recurrent_kind(layer: Any) -> str | None:
+    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers."""
+    if isinstance(layer, TrainableInitialStateRNN):
+        return "trainable"
+    if isinstance(layer, tf_keras.layers.Bidirectional):
+        return "bidirectional"
+    if isinstance(layer, tf_keras.layers.RNN):
+        return "rnn"
+    return None
+
+
+def zero_state(layer: Any) -> Any:
+    """The built layer's zero state for a batch of one."""
+    spec = layer.input_spec[0] if isinstance(layer.input_spec, list) else layer.input_spec
+    shape = list(spec.shape) if spec is not None and spec.shape is not None else None
+    if shape is None:
+        raise ValueError(
+            f"Layer '{layer.name}' does not record its input shape; build it on "
+            "an input with a known shape first."
+        )
+    batch_axis, time_axis = (1, 0) if getattr(layer, "time_major", False) else (0, 1)
+    shape[batch_axis] = 1
+    shape[time_axis] = 1
+    if any(dim is None for dim in shape):
+        raise ValueError(
+            f"Layer '{layer.name}' has an input of unknown shape {tuple(spec.shape)}: "
+            "a trainable initial state needs static dimensions. Give the input "
+            "its spatial dimensions (e.g. `Input((time, 32, 32, 3))`)."
+        )
+    return layer.get_initial_state(tf.zeros(shape, dtype=layer.dtype or "float32"))
+
+
+def is_keras_tensor(value: Any) -> bool:
+    return bool(tf_keras.backend.is_keras_tensor(value)) if tf.is_tensor(value) or hasattr(
+        value, "_keras_history"
+    ) else False
+
+
+def is_functional(model: Any) -> bool:
+    return bool(getattr(model, "_is_graph_network", False)) and not is_sequential(model)
+
+
+def is_sequential(model: Any) -> bool:
+    return isinstance(model, tf_keras.Sequential)
+
+
+def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any], list[Any]]]:
+    """`(layer, args, kwargs, flat outputs)` of each call in the graph, inputs first."""
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            yield (
+                node.layer,
+                tuple(node.call_args),
+                dict(node.call_kwargs),
+                tf.nest.flatten(node.outputs),
+            )
+
+
+def model_inputs(model: Any) -> Any:
+    return model._nested_inputs
+
+
+def model_outputs(model: Any) -> Any:
+    return model._nested_outputs
+
+
+def split_initial_state(
+    layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """Separates the `initial_state` a call site passes (None if none) from its other arguments.
+
+    tf-keras records states passed at a call site as extra entries of the
+    first argument: `lstm(x, initial_state=[h, c])` is stored as `([x, h, c],)`.
+    """
+    kwargs = dict(kwargs)
+    state = kwargs.pop("initial_state", None)
+    if len(args) > 1 and state is None:
+        state, args = args[1], args[:1] + args[2:]
+    first = args[0] if args else None
+    if state is None and isinstance(first, (list, tuple)) and len(first) > 1:
+        state, args = list(first[1:]), (first[0],) + tuple(args[1:])
+    return tuple(args), kwargs, state
+
+
+def call_with_initial_state(
+    layer: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    states: Any,
+    *,
+    runtime_mask: bool = False,
+) -> Any:
+    """Calls a recurrent layer with `initial_state=states`.
+
+    tf-keras takes the mask from the input itself, at build and at run time.
+    """
+    return layer(*args, **{**kwargs, "initial_state": states})
+
+
+def receives_masks(model: Any) -> bool:
+    """Always False: tf-keras needs no help to pass run-time masks on."""
+    return False
+
+
+def compile_like(new: Any, old: Any) -> None:
+    """Compiles `new` as `old` was compiled (fresh optimizer state), if it was."""
+    if getattr(old, "_is_compiled", False):
+        new.compile_from_config(old.get_compile_config())

@@ -1,0 +1,458 @@
+"""`TrainableInitialState` and `TrainableInitialStateRNN`.
+
+The behaviour of both layers is written once, in generation-neutral mixins.
+The public classes here are the Keras 3 layers; their tf-keras twins, with the
+same names and behaviour, are made in `rnn_state_rewriter._tf_keras` from the
+same mixins. `TrainableInitialState.for_layer(rnn)` and
+`TrainableInitialStateRNN(rnn)` return a layer of `rnn`'s generation.
+"""
+
+from __future__ import annotations
+
+import numbers
+from types import ModuleType
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+from rnn_state_rewriter.generation import Generation, adapter, adapter_for, generation_of
+from rnn_state_rewriter.states import (
+    Shape,
+    flatten_shapes,
+    map_shapes,
+    pack_like,
+    state_shapes,
+)
+
+__all__ = ["TrainableInitialState", "TrainableInitialStateRNN", "SequenceMask"]
+
+PACKAGE = "rnn_state_rewriter"
+
+
+def per_state(value: Any, count: int, argument: str, owner: str) -> list[Any]:
+    """Expands one value to `count` entries, or checks a per-state list has `count`."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(
+                f"Argument `{argument}` must have one entry per state of {owner} "
+                f"({count}), or be a single value for all of them. Received: "
+                f"{argument}={list(value)!r} with {len(value)} entries"
+            )
+        return list(value)
+    return [value] * count
+
+
+def check_noise_stddev(value: Any, owner: str) -> float:
+    """Returns `value` as a float, or raises `ValueError` unless it is a number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(
+            f"Argument `noise_stddev` of {owner} must be a number >= 0. "
+            f"Received: noise_stddev={value!r}"
+        )
+    return float(value)
+
+
+def _serialize_each(api: ModuleType, kind: str, values: list[Any]) -> list[Any]:
+    module = getattr(api, kind)
+    return [module.serialize(module.get(value)) for value in values]
+
+
+class TrainableInitialStateMixin:
+    """The behaviour of `TrainableInitialState`, shared by both generations."""
+
+    _api: ModuleType  # the Keras package of the concrete class
+
+    def __init__(
+        self,
+        state_shapes: Sequence[Any],
+        initializer: Any = "zeros",
+        regularizer: Any = None,
+        constraint: Any = None,
+        noise_stddev: float = 0.0,
+        batch_axis: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[call-arg]
+        try:
+            shapes = map_shapes(lambda s: tuple(int(d) for d in s), list(state_shapes))
+            count = len(flatten_shapes(shapes))
+        except (TypeError, ValueError):
+            count = 0
+        if count == 0:
+            raise ValueError(
+                f"Argument `state_shapes` of layer '{self.name}' must be a non-empty "
+                "list of state shapes without batch axis, e.g. [(64,), (64,)] for "
+                f"an LSTM(64). Received: state_shapes={state_shapes!r}"
+            )
+        owner = f"layer '{self.name}'"
+        api = self._api
+        self.state_shapes = shapes
+        self.initializers = [
+            api.initializers.get(v)
+            for v in per_state("zeros" if initializer is None else initializer, count, "initializer", owner)
+        ]
+        self.regularizers = [
+            api.regularizers.get(v) for v in per_state(regularizer, count, "regularizer", owner)
+        ]
+        self.constraints = [
+            api.constraints.get(v) for v in per_state(constraint, count, "constraint", owner)
+        ]
+        self.noise_stddev = check_noise_stddev(noise_stddev, owner)
+        self.batch_axis = int(batch_axis)
+        self.supports_masking = True
+        self._noise_source = self._make_noise_source() if self.noise_stddev else None
+        self.state_variables: list[Any] = []
+
+    @classmethod
+    def for_layer(
+        cls,
+        layer: Any,
+        *,
+        initializer: Any = "zeros",
+        regularizer: Any = None,
+        constraint: Any = None,
+        noise_stddev: float = 0.0,
+        name: str | None = None,
+    ) -> Any:
+        """Makes the initial-state layer of a built recurrent layer, of its generation.
+
+        Shapes, nesting, batch axis and dtype policy all come from `layer`.
+        `initializer`, `regularizer` and `constraint` are a single value for every
+        state, or a list with one entry per state (forward then backward for
+        `Bidirectional`, flattened for stacked cells).
+        """
+        adapter_module = adapter_for(layer)
+        shapes = state_shapes(layer)
+        count = len(flatten_shapes(shapes))
+        owner = f"layer '{layer.name}'"
+        for argument, value in (
+            ("initializer", initializer),
+            ("regularizer", regularizer),
+            ("constraint", constraint),
+        ):
+            per_state(value, count, argument, owner)
+        return adapter_module.TrainableInitialState(
+            shapes,
+            initializer=initializer,
+            regularizer=regularizer,
+            constraint=constraint,
+            noise_stddev=noise_stddev,
+            batch_axis=1 if getattr(layer, "time_major", False) else 0,
+            name=name or f"{layer.name}_initial_state",
+            dtype=layer.dtype_policy,
+        )
+
+    @property
+    def flat_shapes(self) -> list[Shape]:
+        """The shape of each state variable, in order."""
+        return flatten_shapes(self.state_shapes)
+
+    def build(self, input_shape: Any = None) -> None:
+        self.state_variables = [
+            self.add_weight(  # type: ignore[attr-defined]
+                name=f"initial_state_{i}",
+                shape=shape,
+                initializer=self.initializers[i],
+                regularizer=self.regularizers[i],
+                constraint=self.constraints[i],
+                trainable=True,
+            )
+            for i, shape in enumerate(self.flat_shapes)
+        ]
+        self.built = True
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        first = tf.nest.flatten(inputs)[0]
+        batch_size = tf.shape(first)[self.batch_axis]
+        states = []
+        for variable, shape in zip(self.state_variables, self.flat_shapes):
+            state = tf.cast(tf.convert_to_tensor(variable), self.compute_dtype)  # type: ignore[attr-defined]
+            state = tf.broadcast_to(state[tf.newaxis], tf.concat([[batch_size], shape], 0))
+            if training and self.noise_stddev:
+                state = state + self._noise(tf.shape(state), state.dtype)
+            states.append(state)
+        return pack_like(self.state_shapes, states)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        first = input_shape
+        while first and isinstance(first[0], (list, tuple, dict)) or hasattr(first, "keys"):
+            first = list(first.values())[0] if hasattr(first, "keys") else first[0]
+        batch = tuple(first)[self.batch_axis] if first else None
+        return map_shapes(lambda shape: (batch, *shape), self.state_shapes)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        config = {
+            "state_shapes": map_shapes(list, self.state_shapes),
+            "initializer": _serialize_each(self._api, "initializers", self.initializers),
+            "regularizer": _serialize_each(self._api, "regularizers", self.regularizers),
+            "constraint": _serialize_each(self._api, "constraints", self.constraints),
+            "noise_stddev": self.noise_stddev,
+            "batch_axis": self.batch_axis,
+        }
+        return {**super().get_config(), **config}  # type: ignore[misc]
+
+    def _make_noise_source(self) -> Any:
+        return None
+
+    def _noise(self, shape: Any, dtype: Any) -> Any:
+        return tf.random.normal(shape, stddev=self.noise_stddev, dtype=dtype)
+
+
+class TrainableInitialStateRNNMixin:
+    """The behaviour of `TrainableInitialStateRNN`, shared by both generations."""
+
+    _api: ModuleType
+
+    def __init__(
+        self,
+        layer: Any,
+        *,
+        initializer: Any = None,
+        regularizer: Any = None,
+        constraint: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kind = adapter_for(layer).recurrent_kind(layer)
+        if kind not in ("rnn", "bidirectional"):
+            raise TypeError(
+                "Argument `layer` of `TrainableInitialStateRNN` must be a recurrent "
+                "layer (`RNN`, LSTM, GRU, SimpleRNN, ConvLSTM or `Bidirectional`). "
+                f"Received: layer={getattr(layer, 'name', layer)!r} of type "
+                f"{type(layer).__name__}"
+            )
+        super().__init__(layer, **kwargs)  # type: ignore[call-arg]
+        self.initializer = "zeros" if initializer is None else initializer
+        self.regularizer = regularizer
+        self.constraint = constraint
+        self.supports_masking = True
+        self.initial_state_layer: Any = None
+
+    def build(self, sequences_shape: Any = None, initial_state_shape: Any = None) -> None:
+        layer: Any = self.layer  # type: ignore[attr-defined]
+        if not layer.built:
+            layer.build(sequences_shape)
+        self.initial_state_layer = TrainableInitialState.for_layer(
+            layer,
+            initializer=self.initializer,
+            regularizer=self.regularizer,
+            constraint=self.constraint,
+            name="initial_state",
+        )
+        self.initial_state_layer.build(sequences_shape)
+        self.built = True
+
+    def call(
+        self,
+        sequences: Any,
+        initial_state: Any = None,
+        mask: Any = None,
+        training: Any = None,
+    ) -> Any:
+        if initial_state is None:
+            initial_state = self.initial_state_layer(sequences, training=training)
+        if mask is None:
+            mask = getattr(sequences, "_keras_mask", None)
+        return self.layer(  # type: ignore[attr-defined]
+            sequences, initial_state=initial_state, mask=mask, training=training
+        )
+
+    def compute_output_shape(self, sequences_shape: Any, initial_state_shape: Any = None) -> Any:
+        return self.layer.compute_output_shape(sequences_shape)  # type: ignore[attr-defined]
+
+    def compute_mask(self, sequences: Any, mask: Any = None) -> Any:
+        return self.layer.compute_mask(sequences, mask)  # type: ignore[attr-defined]
+
+    @property
+    def state_variables(self) -> list[Any]:
+        """The trainable initial-state variables (empty until built)."""
+        if self.initial_state_layer is None:
+            return []
+        return list(self.initial_state_layer.state_variables)
+
+    def get_config(self) -> dict[str, Any]:
+        def serialize(kind: str, value: Any) -> Any:
+            if isinstance(value, (list, tuple)):
+                return _serialize_each(self._api, kind, list(value))
+            return _serialize_each(self._api, kind, [value])[0]
+
+        config = {
+            "initializer": serialize("initializers", self.initializer),
+            "regularizer": serialize("regularizers", self.regularizer),
+            "constraint": serialize("constraints", self.constraint),
+        }
+        return {**super().get_config(), **config}  # type: ignore[misc]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer):
+    """A layer that owns a trainable initial state for a recurrent layer.
+
+    It holds one trainable variable per state tensor (`initial_state_0`,
+    `initial_state_1`, ...) and, called on the recurrent layer's input, returns
+    those states broadcast to the input's batch size, nested the way the
+    recurrent layer expects them; pass the result as `initial_state=`.
+    Variables use the layer's variable dtype (float32 under `mixed_float16`),
+    outputs its compute dtype. Masks on the input are accepted and left alone.
+
+    Build it from a built recurrent layer with `TrainableInitialState.for_layer`,
+    which returns a layer of that layer's Keras generation (Keras 3 or tf-keras).
+
+    Args:
+        state_shapes: one shape (without batch axis) per state, nested where the
+            recurrent layer nests its states.
+        initializer: an initializer for every state, or a list with one per state.
+            Defaults to `"zeros"`, which keeps a retrofitted model's predictions.
+        regularizer: a regularizer, or a list with one per state.
+        constraint: a constraint, or a list with one per state.
+        noise_stddev: standard deviation of Gaussian noise added to the states in
+            training only (Zimmermann et al., 2012). Default 0.
+        batch_axis: the axis of the input that holds the batch (1 for
+            `time_major` tf-keras layers).
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: the recurrent layer's input (only its batch size is used).
+        training: whether noise is added.
+
+    Returns:
+        The states, a list (nested for stacked cells) of tensors of shape
+        `(batch, *state_shape)`.
+
+    Raises:
+        ValueError: for empty `state_shapes`, a per-state list of the wrong
+            length, or a negative `noise_stddev`.
+
+    Example:
+
+    ```python
+    >>> import keras
+    >>> from rnn_state_rewriter import TrainableInitialState
+    >>> lstm = keras.layers.LSTM(8)
+    >>> lstm.build((None, 5, 3))
+    >>> states = TrainableInitialState.for_layer(lstm, initializer="glorot_uniform")
+    >>> inputs = keras.Input((5, 3))
+    >>> outputs = lstm(inputs, initial_state=states(inputs))
+    >>> [tuple(v.shape) for v in states.weights]
+    [(8,), (8,)]
+
+    ```
+    """
+
+    _api = keras
+
+    def _make_noise_source(self) -> Any:
+        return keras.random.SeedGenerator()
+
+    def _noise(self, shape: Any, dtype: Any) -> Any:
+        return keras.random.normal(
+            shape, stddev=self.noise_stddev, dtype=dtype, seed=self._noise_source
+        )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapper):
+    """Wraps a recurrent layer so that it starts from a trainable initial state.
+
+    A drop-in for `TrainableInitialStateRNN` of the `trainable-initial-state-rnn`
+    package: same constructor, same call semantics, weights named
+    `initial_state_0`, ... created after the wrapped layer's, in the same order,
+    so the same seed gives the same values. Works for both Keras generations:
+    given a `tf_keras` layer it returns a `tf_keras` layer.
+
+    Args:
+        layer: a recurrent layer (`RNN` around any cell, LSTM, GRU, SimpleRNN,
+            ConvLSTM1D/2D/3D, or `Bidirectional`).
+        initializer: an initializer for every state, or a list with one per
+            state. Defaults to zeros.
+        regularizer: a regularizer, or a list with one per state.
+        constraint: a constraint, or a list with one per state.
+        **kwargs: base layer arguments (`name`, ...).
+
+    Call arguments:
+        sequences: the input sequences.
+        initial_state: optional; when given, it is used instead of the learned
+            state.
+        mask: optional mask; taken from the input's Keras mask when not given,
+            and always forwarded to the wrapped layer, so padded steps are
+            skipped exactly as the plain layer skips them.
+        training: training mode, forwarded to the wrapped layer.
+
+    Returns:
+        What the wrapped layer returns.
+
+    Raises:
+        TypeError: if `layer` is not a recurrent Keras layer.
+        ValueError: if a per-state list has the wrong length (at build time).
+
+    Example:
+
+    ```python
+    >>> import keras, numpy as np
+    >>> from rnn_state_rewriter import TrainableInitialStateRNN
+    >>> model = keras.Sequential([
+    ...     keras.Input((10, 4)),
+    ...     TrainableInitialStateRNN(keras.layers.LSTM(16)),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> model.compile("adam", "mse")
+    >>> _ = model.fit(np.zeros((8, 10, 4)), np.zeros((8, 1)), verbose=0)
+    >>> [v.name for v in model.layers[0].state_variables]
+    ['initial_state_0', 'initial_state_1']
+
+    ```
+    """
+
+    _api = keras
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        layer = args[0] if args else kwargs.get("layer")
+        if (
+            cls is TrainableInitialStateRNN
+            and layer is not None
+            and not isinstance(layer, dict)
+            and generation_of(layer) is Generation.TF_KERAS
+        ):
+            return adapter(Generation.TF_KERAS).TrainableInitialStateRNN(*args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
+
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SequenceMask(keras.layers.Layer):
+    """Outputs the Keras mask its input carries at run time (all True if none).
+
+    Keras 3 only. Keras 3 gives a layer its input's mask only when the layer
+    gets a single tensor argument, so a recurrent layer called with
+    `initial_state=` inside a nested submodel would lose a mask that reaches
+    the submodel at run time. `add_trainable_initial_states` inserts this layer
+    there and passes its output as `mask=`, so padded steps are still skipped.
+
+    Example:
+
+    ```python
+    >>> import keras, numpy as np
+    >>> x = keras.layers.Embedding(5, 2, mask_zero=True)(np.array([[1, 0]]))
+    >>> SequenceMask()(x).numpy().tolist()
+    [[True, False]]
+
+    ```
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        if mask is None:
+            return tf.ones(tf.shape(inputs)[:2], dtype="bool")
+        return tf.convert_to_tensor(mask)
+
+    def compute_output_spec(self, inputs: Any, mask: Any = None) -> Any:
+        return keras.KerasTensor(tuple(inputs.shape[:2]), dtype="bool")
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None

@@ -1,0 +1,121 @@
+"""The state structure of a recurrent layer: how many states, their shapes, their nesting.
+
+Shapes are read from the built layer's own zero state (`get_initial_state`),
+never from `cell.state_size`, which is `-1` for Keras 3 ConvLSTM and nested for
+stacked cells. The nesting the layer expects is kept as it is: an LSTM gives
+`[(units,), (units,)]`, `StackedRNNCells([LSTMCell, GRUCell])` gives
+`[[(u1,), (u1,)], [(u2,)]]` (Keras 3) and `Bidirectional` gives the forward
+states followed by the backward ones, as it splits them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+from rnn_state_rewriter.generation import adapter_for
+
+__all__ = [
+    "Shape",
+    "StateShapes",
+    "is_recurrent",
+    "state_shapes",
+    "flatten_shapes",
+    "pack_like",
+    "map_shapes",
+    "describe_kind",
+]
+
+Shape = tuple[int, ...]
+StateShapes = Union[Shape, list[Any]]  # a shape, or a (nested) list of them
+
+
+def is_recurrent(layer: Any) -> bool:
+    """Whether `layer` is a recurrent layer: `RNN` (any subclass) or `Bidirectional`."""
+    return adapter_for(layer).recurrent_kind(layer) is not None
+
+
+def describe_kind(layer: Any) -> str:
+    """A short name for the kind of recurrent layer, e.g. `LSTM` or `Bidirectional(GRU)`."""
+    if adapter_for(layer).recurrent_kind(layer) == "bidirectional":
+        return f"Bidirectional({type(layer.forward_layer).__name__})"
+    return type(layer).__name__
+
+
+def state_shapes(layer: Any) -> list[Any]:
+    """Returns the state shapes (without batch axis) of a built recurrent layer.
+
+    Args:
+        layer: a built `RNN` (any cell, stacked cells, ConvLSTM) or
+            `Bidirectional` layer of either Keras generation.
+
+    Returns:
+        A list with one entry per state the layer takes; each entry is a shape
+        tuple, or a list of them where the layer nests its states.
+
+    Raises:
+        TypeError: if `layer` is not a recurrent layer.
+        ValueError: if `layer` is not built, or a state dimension is unknown.
+
+    Example:
+
+    ```python
+    >>> import keras
+    >>> lstm = keras.layers.LSTM(8)
+    >>> lstm.build((None, 5, 3))
+    >>> state_shapes(lstm)
+    [(8,), (8,)]
+
+    ```
+    """
+    adapter = adapter_for(layer)
+    kind = adapter.recurrent_kind(layer)
+    if kind is None:
+        raise TypeError(
+            f"Layer '{getattr(layer, 'name', layer)}' is not a recurrent layer: "
+            "expected an `RNN` (LSTM, GRU, SimpleRNN, ConvLSTM, RNN(cell)) or a "
+            f"`Bidirectional` layer. Received: layer of type {type(layer).__name__}"
+        )
+    if not layer.built:
+        raise ValueError(
+            f"Layer '{layer.name}' is not built, so its state shapes are unknown. "
+            "Build it first: call it on an input, or call `layer.build(input_shape)`."
+        )
+    if kind == "bidirectional":
+        return state_shapes(layer.forward_layer) + state_shapes(layer.backward_layer)
+    zeros = adapter.zero_state(layer)
+    shapes = adapter.map_tensors(lambda t: tuple(t.shape[1:]), zeros)
+    for shape in flatten_shapes(shapes):
+        if any(dim is None for dim in shape):
+            raise ValueError(
+                f"Layer '{layer.name}' has a state of unknown shape {shape}: a "
+                "trainable initial state needs static dimensions. Give the input "
+                "its spatial dimensions (e.g. `Input((time, 32, 32, 3))`)."
+            )
+    return list(shapes)
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(d, int) or d is None for d in value
+    )
+
+
+def flatten_shapes(structure: Any) -> list[Shape]:
+    """Flattens a nested state-shape structure into a list of shape tuples."""
+    if _is_shape(structure):
+        return [tuple(structure)]
+    return [shape for item in structure for shape in flatten_shapes(item)]
+
+
+def map_shapes(fn: Callable[[Shape], Any], structure: Any) -> Any:
+    """Applies `fn` to every shape of a nested state-shape structure, keeping the nesting."""
+    if _is_shape(structure):
+        return fn(tuple(structure))
+    return [map_shapes(fn, item) for item in structure]
+
+
+def pack_like(structure: Any, flat: list[Any]) -> Any:
+    """Packs a flat list of values into the nesting of a state-shape structure."""
+    values = iter(flat)
+    packed = map_shapes(lambda _: next(values), structure)
+    return packed
