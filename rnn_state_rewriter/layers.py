@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numbers
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -53,6 +53,36 @@ def check_noise_stddev(value: Any, owner: str) -> float:
     return float(value)
 
 
+def add_state_variables(layer: Any, shapes: list[Shape], initializers: list[Any],
+                        regularizers: list[Any], constraints: list[Any]) -> list[Any]:
+    """Creates `initial_state_0`, `initial_state_1`, ... on `layer`, one per shape."""
+    return [
+        layer.add_weight(
+            name=f"initial_state_{i}",
+            shape=shape,
+            initializer=initializers[i],
+            regularizer=regularizers[i],
+            constraint=constraints[i],
+            trainable=True,
+        )
+        for i, shape in enumerate(shapes)
+    ]
+
+
+def broadcast_states(variables: list[Any], structure: Any, inputs: Any, batch_axis: int,
+                     dtype: Any, noise: Callable[[Any, Any], Any] | None = None) -> Any:
+    """The state variables cast to `dtype`, broadcast to the batch of `inputs`, nested as `structure`."""
+    batch_size = tf.shape(tf.nest.flatten(inputs)[0])[batch_axis]
+    states = []
+    for variable, shape in zip(variables, flatten_shapes(structure)):
+        state = tf.cast(tf.convert_to_tensor(variable), dtype)
+        state = tf.broadcast_to(state[tf.newaxis], tf.concat([[batch_size], shape], 0))
+        if noise is not None:
+            state = state + noise(tf.shape(state), state.dtype)
+        states.append(state)
+    return pack_like(structure, states)
+
+
 def _serialize_each(api: ModuleType, kind: str, values: list[Any]) -> list[Any]:
     module = getattr(api, kind)
     return [module.serialize(module.get(value)) for value in values]
@@ -76,7 +106,7 @@ class TrainableInitialStateMixin:
         super().__init__(**kwargs)  # type: ignore[call-arg]
         try:
             shapes = map_shapes(lambda s: tuple(int(d) for d in s), list(state_shapes))
-            count = len(flatten_shapes(shapes))
+            count = len(flatten_shapes(shapes)) if len(shapes) else 0
         except (TypeError, ValueError):
             count = 0
         if count == 0:
@@ -149,30 +179,17 @@ class TrainableInitialStateMixin:
         return flatten_shapes(self.state_shapes)
 
     def build(self, input_shape: Any = None) -> None:
-        self.state_variables = [
-            self.add_weight(  # type: ignore[attr-defined]
-                name=f"initial_state_{i}",
-                shape=shape,
-                initializer=self.initializers[i],
-                regularizer=self.regularizers[i],
-                constraint=self.constraints[i],
-                trainable=True,
-            )
-            for i, shape in enumerate(self.flat_shapes)
-        ]
+        self.state_variables = add_state_variables(
+            self, self.flat_shapes, self.initializers, self.regularizers, self.constraints
+        )
         self.built = True
 
     def call(self, inputs: Any, training: Any = None) -> Any:
-        first = tf.nest.flatten(inputs)[0]
-        batch_size = tf.shape(first)[self.batch_axis]
-        states = []
-        for variable, shape in zip(self.state_variables, self.flat_shapes):
-            state = tf.cast(tf.convert_to_tensor(variable), self.compute_dtype)  # type: ignore[attr-defined]
-            state = tf.broadcast_to(state[tf.newaxis], tf.concat([[batch_size], shape], 0))
-            if training and self.noise_stddev:
-                state = state + self._noise(tf.shape(state), state.dtype)
-            states.append(state)
-        return pack_like(self.state_shapes, states)
+        noise = self._noise if training and self.noise_stddev else None
+        return broadcast_states(
+            self.state_variables, self.state_shapes, inputs, self.batch_axis,
+            self.compute_dtype, noise,  # type: ignore[attr-defined]
+        )
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         first = input_shape
@@ -229,20 +246,33 @@ class TrainableInitialStateRNNMixin:
         self.regularizer = regularizer
         self.constraint = constraint
         self.supports_masking = True
-        self.initial_state_layer: Any = None
+        self.state_variables: list[Any] = []
+        self._state_shapes: list[Any] = []
 
     def build(self, sequences_shape: Any = None, initial_state_shape: Any = None) -> None:
         layer: Any = self.layer  # type: ignore[attr-defined]
         if not layer.built:
             layer.build(sequences_shape)
-        self.initial_state_layer = TrainableInitialState.for_layer(
-            layer,
-            initializer=self.initializer,
-            regularizer=self.regularizer,
-            constraint=self.constraint,
-            name="initial_state",
+        self._state_shapes = state_shapes(layer)
+        count = len(flatten_shapes(self._state_shapes))
+        owner = f"layer '{layer.name}'"
+        api = self._api
+        options = {}
+        for argument, kind, value in (
+            ("initializer", "initializers", self.initializer),
+            ("regularizer", "regularizers", self.regularizer),
+            ("constraint", "constraints", self.constraint),
+        ):
+            options[argument] = [getattr(api, kind).get(v) for v in per_state(value, count, argument, owner)]
+        # Created after the wrapped layer's weights, in order: the same seed gives
+        # the same values as `trainable-initial-state-rnn`.
+        self.state_variables = add_state_variables(
+            self,
+            flatten_shapes(self._state_shapes),
+            options["initializer"],
+            options["regularizer"],
+            options["constraint"],
         )
-        self.initial_state_layer.build(sequences_shape)
         self.built = True
 
     def call(
@@ -252,26 +282,23 @@ class TrainableInitialStateRNNMixin:
         mask: Any = None,
         training: Any = None,
     ) -> Any:
+        layer: Any = self.layer  # type: ignore[attr-defined]
         if initial_state is None:
-            initial_state = self.initial_state_layer(sequences, training=training)
+            initial_state = broadcast_states(
+                self.state_variables, self._state_shapes, sequences,
+                1 if getattr(layer, "time_major", False) else 0, layer.compute_dtype,
+            )
+        else:  # tf-keras accepts tensors only
+            initial_state = tf.nest.map_structure(tf.convert_to_tensor, initial_state)
         if mask is None:
             mask = getattr(sequences, "_keras_mask", None)
-        return self.layer(  # type: ignore[attr-defined]
-            sequences, initial_state=initial_state, mask=mask, training=training
-        )
+        return layer(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def compute_output_shape(self, sequences_shape: Any, initial_state_shape: Any = None) -> Any:
         return self.layer.compute_output_shape(sequences_shape)  # type: ignore[attr-defined]
 
     def compute_mask(self, sequences: Any, mask: Any = None) -> Any:
         return self.layer.compute_mask(sequences, mask)  # type: ignore[attr-defined]
-
-    @property
-    def state_variables(self) -> list[Any]:
-        """The trainable initial-state variables (empty until built)."""
-        if self.initial_state_layer is None:
-            return []
-        return list(self.initial_state_layer.state_variables)
 
     def get_config(self) -> dict[str, Any]:
         def serialize(kind: str, value: Any) -> Any:

@@ -1,0 +1,63 @@
+"""Shared fixtures: the Keras generation every behaviour is checked under."""
+
+from __future__ import annotations
+
+import os
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the tests' own environment, not the package's
+
+import numpy as np
+import pytest
+
+GENERATIONS = ["keras3", "tf_keras"]
+
+
+@pytest.fixture(params=GENERATIONS, scope="session")
+def K(request: pytest.FixtureRequest) -> types.ModuleType:
+    """The Keras package of one generation: `keras` (Keras 3) or `tf_keras`."""
+    if request.param == "keras3":
+        import keras as api
+    else:
+        api = pytest.importorskip("tf_keras")
+    return api
+
+
+@pytest.fixture
+def is_keras3(K: types.ModuleType) -> bool:
+    return K.__name__ == "keras"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_policy(request: pytest.FixtureRequest) -> None:
+    """Deterministic seeds for every test; the global dtype policy restored after it."""
+    np.random.seed(0)
+    yield
+    for name in ("keras", "tf_keras"):
+        module = __import__("sys").modules.get(name)
+        if module is not None:
+            module.mixed_precision.set_global_policy("float32")
+
+
+def seed(K: types.ModuleType, value: int = 0) -> None:
+    K.utils.set_random_seed(value)
+
+
+def variable_ids(model) -> set[int]:
+    """Identities of the underlying storage of every variable of a model."""
+    ids = set()
+    for variable in model.weights:
+        inner = getattr(variable, "value", variable)
+        ids.add(id(getattr(inner, "handle", inner)))
+        ids.add(id(variable))
+    return ids
+
+
+def snapshot(model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.get_weights()]
+
+
+def assert_same_weights(before: list[np.ndarray], after: list[np.ndarray]) -> None:
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
