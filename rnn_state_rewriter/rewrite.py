@@ -261,10 +261,10 @@ class _Rebuild:
         api = self.adapter.keras_api
         if not isinstance(layer, api.layers.Layer):  # a Keras 3 operation without weights
             try:
-                return type(layer).from_config(layer.get_config())
+                return self.adapter.clone_from_config(layer)
             except Exception:  # an operation that cannot be rebuilt from its config is reused
                 return layer
-        clone = type(layer).from_config(layer.get_config())
+        clone = self.adapter.clone_from_config(layer)
         self.restore.extend(_swap_initializers(clone, api))
         self.pairs.append((layer, clone))
         return clone

@@ -278,6 +278,14 @@ def test_keras3_raw_operations_in_the_graph(K):
     check_retrofit(K, model, normal(8, 5, 3), normal(8, 1), expect_states=["lstm"])
 
 
+def test_lambda_layers_are_cloned(K):
+    """Regression: cloning a live Lambda layer tripped Keras' file-loading safe mode."""
+    inputs = K.Input((5, 3))
+    x = K.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    model = K.Model(inputs, K.layers.GRU(3, name="gru")(x))
+    check_retrofit(K, model, normal(8, 5, 3), normal(8, 3), expect_states=["gru"])
+
+
 def test_state_layer_names_do_not_collide(K):
     inputs = K.Input((5, 3))
     x = K.layers.Dense(3, name="gru_initial_state")(inputs)

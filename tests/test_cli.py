@@ -1,0 +1,200 @@
+"""The console script, run in a subprocess the way users run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = shutil.which("rnn-state-rewriter", path=str(Path(sys.executable).parent)) or shutil.which(
+    "rnn-state-rewriter"
+)
+X = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    assert SCRIPT, "the rnn-state-rewriter console script is not installed"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+
+
+def our_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("rnn-state-rewriter:")]
+
+
+def assert_refused(result: subprocess.CompletedProcess, status: int, *needles: str) -> None:
+    assert result.returncode == status, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = our_lines(result.stderr)
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Model files of both generations and formats, made in one subprocess."""
+    folder = tmp_path_factory.mktemp("models")
+    code = f"""
+import numpy as np, keras, tf_keras
+def model(K, **kw):
+    return K.Sequential([K.Input((5, 3)), K.layers.LSTM(4, name="lstm"), K.layers.Dense(1, name="head")], **kw)
+model(keras).save("k3.keras")
+tk = model(tf_keras)
+tk.save("tk.keras"); tk.save("tk.h5"); tk.save("tk_saved", save_format="tf")
+inputs = keras.Input((5, 3))
+keras.Model(inputs, keras.layers.LSTM(2)(keras.layers.Lambda(lambda t: t * 2)(inputs))).save("lambda.keras")
+inputs = tf_keras.Input((5, 3))
+tf_keras.Model(inputs, tf_keras.layers.LSTM(2)(tf_keras.layers.Lambda(lambda t: t * 2)(inputs))).save("lambda.h5")
+keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]).save("dense.keras")
+data = open("k3.keras", "rb").read()
+open("truncated.keras", "wb").write(data[: len(data) // 2])
+open("notes.txt", "w").write("not a model")
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {p.name: p for p in folder.iterdir()}
+
+
+def predict(path: Path, generation: str) -> np.ndarray:
+    if generation == "keras3":
+        import keras as api
+    else:
+        import tf_keras as api
+
+        import rnn_state_rewriter._tf_keras  # noqa: F401  (what importing tf_keras first does)
+    import rnn_state_rewriter  # noqa: F401  (registers the layers, as users do)
+
+    return api.models.load_model(str(path)).predict(X, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "source, output, generation",
+    [
+        ("k3.keras", "out.keras", "keras3"),
+        ("tk.keras", "out.keras", "tf_keras"),
+        ("tk.h5", "out.h5", "tf_keras"),
+        ("tk_saved", "out_saved", "tf_keras"),
+    ],
+)
+def test_add_then_load_predicts_the_same(files, tmp_path, source, output, generation):
+    result = run("add", str(files[source]), str(tmp_path / output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lstm" in result.stdout and "rewritten" in result.stdout and "(4,) (4,)" in result.stdout
+    np.testing.assert_allclose(predict(tmp_path / output, generation), predict(files[source], generation), atol=1e-6)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != output]
+    assert leftovers == []
+
+
+def test_add_options_reach_the_rewrite(files, tmp_path):
+    out = tmp_path / "frozen.keras"
+    result = run("add", str(files["k3.keras"]), str(out), "--layers", "lstm", "--initializer", "ones",
+                 "--freeze-base", "--noise-stddev", "0.1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    import keras
+
+    model = keras.models.load_model(str(out))
+    assert len(model.trainable_weights) == 2
+    np.testing.assert_array_equal(np.array(model.get_layer("lstm_initial_state").weights[0]), np.ones(4))
+    assert model.get_layer("lstm_initial_state").noise_stddev == 0.1
+
+
+def test_inspect_lists_layers_states_and_norms(files, tmp_path):
+    out = tmp_path / "ones.keras"
+    assert run("add", str(files["k3.keras"]), str(out), "--initializer", "ones").returncode == 0
+    result = run("inspect", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    header, row = result.stdout.strip().splitlines()
+    assert header.split()[:3] == ["layer", "kind", "states"]
+    assert row.split() == ["lstm", "LSTM", "(4,)", "(4,)", "yes", "2", "2"]
+    plain = run("inspect", str(files["tk.h5"]))
+    assert plain.stdout.strip().splitlines()[1].split()[-2:] == ["no", "-"]
+
+
+def test_file_with_code_is_refused_unless_unsafe(files, tmp_path):
+    for name in ("lambda.keras", "lambda.h5"):
+        out = tmp_path / ("out" + Path(name).suffix)
+        assert_refused(run("add", str(files[name]), str(out)), 1, "--unsafe", "Lambda")
+        assert not out.exists()
+    result = run("add", str(files["lambda.keras"]), str(tmp_path / "ok.keras"), "--unsafe")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "ok.keras").exists()
+
+
+def test_existing_output_is_refused_unless_force(files, tmp_path):
+    out = tmp_path / "existing.keras"
+    out.write_bytes(b"precious")
+    assert_refused(run("add", str(files["k3.keras"]), str(out)), 1, "--force")
+    assert out.read_bytes() == b"precious"
+    assert run("add", str(files["k3.keras"]), str(out), "--force").returncode == 0
+    assert out.read_bytes() != b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.keras"]
+
+
+def test_output_equal_to_input_is_a_usage_error(files):
+    before = files["k3.keras"].read_bytes()
+    result = run("add", str(files["k3.keras"]), str(files["k3.keras"]))
+    assert result.returncode == 2
+    assert "OUTPUT must differ from INPUT" in result.stderr
+    assert files["k3.keras"].read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "source, needle",
+    [
+        ("missing.keras", "no such file"),
+        ("truncated.keras", "not a Keras model file"),
+        ("notes.txt", "not a Keras model file"),
+        ("dense.keras", "no recurrent layer"),
+    ],
+)
+def test_bad_inputs_fail_with_one_line_and_write_nothing(files, tmp_path, source, needle):
+    path = files.get(source, files["k3.keras"].parent / source)
+    out = tmp_path / "out.keras"
+    assert_refused(run("add", str(path), str(out)), 1, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_layer_name_lists_the_recurrent_layers(files, tmp_path):
+    assert_refused(run("add", str(files["k3.keras"]), str(tmp_path / "o.keras"), "--layers", "nope"), 1,
+                   "'nope'", "'lstm'")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["add"], ["add", "a.keras", "b.keras", "--noise-stddev", "-1"],
+                                  ["demo", "--epochs", "0"], ["frobnicate"]])
+def test_usage_errors_exit_2(args):
+    result = run(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_every_subcommand_has_help():
+    for command in ("add", "inspect", "demo"):
+        result = run(command, "--help")
+        assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "rnn_state_rewriter", "--help"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and "add" in result.stdout
+
+
+def test_demo_writes_its_pictures_and_model(tmp_path):
+    result = run("demo", "--epochs", "1", "--output-dir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert names == ["error_per_step.png", "learned_states.png", "retrofitted.keras", "summary.png",
+                     "training_curves.png"]
+    for name in names[:-1]:
+        if name.endswith(".png"):
+            assert (tmp_path / "demo" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Retrofitted: largest change in predictions 0" in result.stdout
+    assert "Mean squared error per time step" in result.stdout
