@@ -6,11 +6,11 @@ The same names exist in `rnn_state_rewriter._tf_keras`; see `generation.py`.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
 from keras.src.models.functional import Functional
-
 from keras.src.saving.serialization_lib import SafeModeScope
 
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN

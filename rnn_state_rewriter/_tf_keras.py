@@ -7,11 +7,11 @@ same mixins as the Keras 3 classes, registered so that saved models load.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import tensorflow as tf
 import tf_keras
-
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
 from rnn_state_rewriter.layers import (
@@ -77,8 +77,7 @@ def zero_state(layer: Any) -> Any:
     shape = list(spec.shape) if spec is not None and spec.shape is not None else None
     if shape is None:
         raise ValueError(
-            f"Layer '{layer.name}' does not record its input shape; build it on "
-            "an input with a known shape first."
+            f"Layer '{layer.name}' does not record its input shape; build it on an input with a known shape first."
         )
     batch_axis, time_axis = (1, 0) if getattr(layer, "time_major", False) else (0, 1)
     shape[batch_axis] = 1
@@ -93,9 +92,11 @@ def zero_state(layer: Any) -> Any:
 
 
 def is_keras_tensor(value: Any) -> bool:
-    return bool(tf_keras.backend.is_keras_tensor(value)) if tf.is_tensor(value) or hasattr(
-        value, "_keras_history"
-    ) else False
+    return (
+        bool(tf_keras.backend.is_keras_tensor(value))
+        if tf.is_tensor(value) or hasattr(value, "_keras_history")
+        else False
+    )
 
 
 def is_functional(model: Any) -> bool:

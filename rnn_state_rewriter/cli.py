@@ -19,7 +19,8 @@ import shutil
 import sys
 import warnings
 import zipfile
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 PROG = "rnn-state-rewriter"
 CODE_CLASSES = re.compile(rb'"class_name":\s*"(Lambda|__lambda__)"')
@@ -63,8 +64,11 @@ def _read_config_bytes(path: str) -> tuple[str, bytes]:
         raise CliError(f"{path}: not a Keras model file (.keras, .h5 or SavedModel folder)") from None
     if config is None:
         raise CliError(f"{path}: an HDF5 file without a model config (weights only?)")
-    as_text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
-    return as_text(version).split(".")[0], as_text(config).encode()
+    return _text(version).split(".")[0], _text(config).encode()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def load_model(path: str, keras_choice: str = "auto", unsafe: bool = False) -> Any:
@@ -111,9 +115,7 @@ def _keras_api(major: str) -> Any:
     try:
         import tf_keras
     except ImportError:
-        raise CliError(
-            "this model needs tf-keras (Keras 2): pip install 'rnn-state-rewriter[tf-keras]'"
-        ) from None
+        raise CliError("this model needs tf-keras (Keras 2): pip install 'rnn-state-rewriter[tf-keras]'") from None
     import rnn_state_rewriter._tf_keras  # noqa: F401  (registers the tf-keras layers)
 
     return tf_keras
@@ -178,7 +180,7 @@ def _format_shapes(layer: Any) -> str:
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def command_add(args: argparse.Namespace) -> int:
@@ -284,40 +286,70 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def loading_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--keras", choices=["auto", "3", "2"], default="auto",
-                         help="Keras generation to load with: auto reads it from the file (default)")
-        sub.add_argument("--unsafe", action="store_true",
-                         help="load files that carry Python code (Lambda layers); only for files you trust")
+        sub.add_argument(
+            "--keras",
+            choices=["auto", "3", "2"],
+            default="auto",
+            help="Keras generation to load with: auto reads it from the file (default)",
+        )
+        sub.add_argument(
+            "--unsafe",
+            action="store_true",
+            help="load files that carry Python code (Lambda layers); only for files you trust",
+        )
 
-    add = commands.add_parser("add", help="retrofit a saved model with trainable initial states",
-                              description="Load INPUT, give its recurrent layers trainable initial states "
-                              "(pretrained weights kept, predictions unchanged), save OUTPUT.")
+    add = commands.add_parser(
+        "add",
+        help="retrofit a saved model with trainable initial states",
+        description="Load INPUT, give its recurrent layers trainable initial states "
+        "(pretrained weights kept, predictions unchanged), save OUTPUT.",
+    )
     add.add_argument("input", metavar="INPUT", help="model file: .keras, .h5 or SavedModel folder (tf-keras)")
     add.add_argument("output", metavar="OUTPUT", help="where to save: .keras (or .h5 / folder for tf-keras)")
     add.add_argument("--layers", nargs="+", metavar="NAME", help="rewrite only these recurrent layers")
-    add.add_argument("--initializer", default="zeros", metavar="NAME",
-                     help="initializer of the states (default: zeros, which keeps predictions)")
-    add.add_argument("--noise-stddev", type=_non_negative_float, default=0.0, metavar="X",
-                     help="Gaussian noise on the states in training (default 0)")
+    add.add_argument(
+        "--initializer",
+        default="zeros",
+        metavar="NAME",
+        help="initializer of the states (default: zeros, which keeps predictions)",
+    )
+    add.add_argument(
+        "--noise-stddev",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="X",
+        help="Gaussian noise on the states in training (default 0)",
+    )
     add.add_argument("--freeze-base", action="store_true", help="make every pre-existing weight non-trainable")
     add.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     loading_options(add)
     add.set_defaults(run=command_add)
 
-    inspect = commands.add_parser("inspect", help="list recurrent layers and their initial states",
-                                  description="Print a table of MODEL's recurrent layers, their state shapes, "
-                                  "whether they have trainable initial states and the norms of the learned ones.")
+    inspect = commands.add_parser(
+        "inspect",
+        help="list recurrent layers and their initial states",
+        description="Print a table of MODEL's recurrent layers, their state shapes, "
+        "whether they have trainable initial states and the norms of the learned ones.",
+    )
     inspect.add_argument("model", metavar="MODEL", help="model file: .keras, .h5 or SavedModel folder")
     loading_options(inspect)
     inspect.set_defaults(run=command_inspect)
 
-    demo = commands.add_parser("demo", help="train, retrofit and fine-tune a small model; write pictures",
-                               description="Train a small LSTM on a generated task, retrofit it in one line, "
-                               "check its predictions are unchanged, then fine-tune it with and without learned "
-                               "initial states for the same budget. Writes PNG pictures and the model to DIR.")
+    demo = commands.add_parser(
+        "demo",
+        help="train, retrofit and fine-tune a small model; write pictures",
+        description="Train a small LSTM on a generated task, retrofit it in one line, "
+        "check its predictions are unchanged, then fine-tune it with and without learned "
+        "initial states for the same budget. Writes PNG pictures and the model to DIR.",
+    )
     demo.add_argument("--output-dir", default="demo-output", metavar="DIR", help="default: demo-output")
-    demo.add_argument("--epochs", type=_positive_int, default=12, metavar="N",
-                      help="epochs of pretraining and of each fine-tuning run (default 12)")
+    demo.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=12,
+        metavar="N",
+        help="epochs of pretraining and of each fine-tuning run (default 12)",
+    )
     demo.set_defaults(run=command_demo)
     return parser
 

@@ -110,7 +110,7 @@ def run_demo(output_dir: str = "demo-output", epochs: int = 12, seed: int = 0) -
 
     print("\nValidation loss per epoch of fine-tuning (same budget)")
     print(f"{'epoch':>5}  {'zero states':>12}  {'learned states':>14}")
-    for epoch, (a, b) in enumerate(zip(zero_loss, learned_loss), start=1):
+    for epoch, (a, b) in enumerate(zip(zero_loss, learned_loss, strict=True), start=1):
         print(f"{epoch:>5}  {a:>12.5f}  {b:>14.5f}")
     print("\nMean squared error per time step after fine-tuning")
     print(f"{'step':>5}  {'zero states':>12}  {'learned states':>14}")
@@ -132,8 +132,16 @@ def run_demo(output_dir: str = "demo-output", epochs: int = 12, seed: int = 0) -
     }
 
 
-def _draw(Figure: Any, Canvas: Any, folder: str, pretrain: list[float], zero: list[float],
-          learned: list[float], errors: dict[str, np.ndarray], states: list[np.ndarray]) -> list[str]:
+def _draw(
+    Figure: Any,
+    Canvas: Any,
+    folder: str,
+    pretrain: list[float],
+    zero: list[float],
+    learned: list[float],
+    errors: dict[str, np.ndarray],
+    states: list[np.ndarray],
+) -> list[str]:
     def save(figure: Any, name: str) -> str:
         path = os.path.join(folder, name)
         Canvas(figure)
@@ -165,8 +173,11 @@ def _draw(Figure: Any, Canvas: Any, folder: str, pretrain: list[float], zero: li
         axis.legend()
 
     paths = []
-    for name, draw in (("training_curves.png", curves), ("error_per_step.png", per_step),
-                       ("learned_states.png", learned_states)):
+    for name, draw in (
+        ("training_curves.png", curves),
+        ("error_per_step.png", per_step),
+        ("learned_states.png", learned_states),
+    ):
         figure = Figure(figsize=(6, 4))
         draw(figure.add_subplot())
         paths.append(save(figure, name))

@@ -10,8 +10,9 @@ same mixins. `TrainableInitialState.for_layer(rnn)` and
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -45,16 +46,14 @@ def per_state(value: Any, count: int, argument: str, owner: str) -> list[Any]:
 
 def check_noise_stddev(value: Any, owner: str) -> float:
     """Returns `value` as a float, or raises `ValueError` unless it is a number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(
-            f"Argument `noise_stddev` of {owner} must be a number >= 0. "
-            f"Received: noise_stddev={value!r}"
-        )
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= 0:
+        raise ValueError(f"Argument `noise_stddev` of {owner} must be a number >= 0. Received: noise_stddev={value!r}")
     return float(value)
 
 
-def add_state_variables(layer: Any, shapes: list[Shape], initializers: list[Any],
-                        regularizers: list[Any], constraints: list[Any]) -> list[Any]:
+def add_state_variables(
+    layer: Any, shapes: list[Shape], initializers: list[Any], regularizers: list[Any], constraints: list[Any]
+) -> list[Any]:
     """Creates `initial_state_0`, `initial_state_1`, ... on `layer`, one per shape."""
     return [
         layer.add_weight(
@@ -69,12 +68,18 @@ def add_state_variables(layer: Any, shapes: list[Shape], initializers: list[Any]
     ]
 
 
-def broadcast_states(variables: list[Any], structure: Any, inputs: Any, batch_axis: int,
-                     dtype: Any, noise: Callable[[Any, Any], Any] | None = None) -> Any:
+def broadcast_states(
+    variables: list[Any],
+    structure: Any,
+    inputs: Any,
+    batch_axis: int,
+    dtype: Any,
+    noise: Callable[[Any, Any], Any] | None = None,
+) -> Any:
     """The state variables cast to `dtype`, broadcast to the batch of `inputs`, nested as `structure`."""
     batch_size = tf.shape(tf.nest.flatten(inputs)[0])[batch_axis]
     states = []
-    for variable, shape in zip(variables, flatten_shapes(structure)):
+    for variable, shape in zip(variables, flatten_shapes(structure), strict=True):
         state = tf.cast(tf.convert_to_tensor(variable), dtype)
         state = tf.broadcast_to(state[tf.newaxis], tf.concat([[batch_size], shape], 0))
         if noise is not None:
@@ -92,6 +97,7 @@ class TrainableInitialStateMixin:
     """The behaviour of `TrainableInitialState`, shared by both generations."""
 
     _api: ModuleType  # the Keras package of the concrete class
+    name: str  # from the Keras base class
 
     def __init__(
         self,
@@ -122,12 +128,8 @@ class TrainableInitialStateMixin:
             api.initializers.get(v)
             for v in per_state("zeros" if initializer is None else initializer, count, "initializer", owner)
         ]
-        self.regularizers = [
-            api.regularizers.get(v) for v in per_state(regularizer, count, "regularizer", owner)
-        ]
-        self.constraints = [
-            api.constraints.get(v) for v in per_state(constraint, count, "constraint", owner)
-        ]
+        self.regularizers = [api.regularizers.get(v) for v in per_state(regularizer, count, "regularizer", owner)]
+        self.constraints = [api.constraints.get(v) for v in per_state(constraint, count, "constraint", owner)]
         self.noise_stddev = check_noise_stddev(noise_stddev, owner)
         self.batch_axis = int(batch_axis)
         self.supports_masking = True
@@ -187,8 +189,12 @@ class TrainableInitialStateMixin:
     def call(self, inputs: Any, training: Any = None) -> Any:
         noise = self._noise if training and self.noise_stddev else None
         return broadcast_states(
-            self.state_variables, self.state_shapes, inputs, self.batch_axis,
-            self.compute_dtype, noise,  # type: ignore[attr-defined]
+            self.state_variables,
+            self.state_shapes,
+            inputs,
+            self.batch_axis,
+            self.compute_dtype,
+            noise,  # type: ignore[attr-defined]
         )
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -285,8 +291,11 @@ class TrainableInitialStateRNNMixin:
         layer: Any = self.layer  # type: ignore[attr-defined]
         if initial_state is None:
             initial_state = broadcast_states(
-                self.state_variables, self._state_shapes, sequences,
-                1 if getattr(layer, "time_major", False) else 0, layer.compute_dtype,
+                self.state_variables,
+                self._state_shapes,
+                sequences,
+                1 if getattr(layer, "time_major", False) else 0,
+                layer.compute_dtype,
             )
         else:  # tf-keras accepts tensors only
             initial_state = tf.nest.map_structure(tf.convert_to_tensor, initial_state)
@@ -375,9 +384,7 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer):
         return keras.random.SeedGenerator()
 
     def _noise(self, shape: Any, dtype: Any) -> Any:
-        return keras.random.normal(
-            shape, stddev=self.noise_stddev, dtype=dtype, seed=self._noise_source
-        )
+        return keras.random.normal(shape, stddev=self.noise_stddev, dtype=dtype, seed=self._noise_source)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -445,7 +452,6 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
         ):
             return adapter(Generation.TF_KERAS).TrainableInitialStateRNN(*args, **kwargs)
         return super().__new__(cls, *args, **kwargs)
-
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

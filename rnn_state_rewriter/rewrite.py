@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ __all__ = [
     "recurrent_layers",
 ]
 
-LayerSelection = Union[None, str, type, Sequence[Union[str, type]], Callable[[Any], bool]]
+LayerSelection = None | str | type | Sequence[str | type] | Callable[[Any], bool]
 
 
 # ----------------------------------------------------------------------------
@@ -41,16 +42,12 @@ LayerSelection = Union[None, str, type, Sequence[Union[str, type]], Callable[[An
 
 def _model_adapter(model: Any) -> ModuleType:
     """The adapter of a rewritable model, or the error that says why it is not one."""
-    supported = (
-        "Supported: a built Functional or Sequential model of `keras` (Keras 3) "
-        "or `tf_keras`."
-    )
+    supported = "Supported: a built Functional or Sequential model of `keras` (Keras 3) or `tf_keras`."
     try:
         adapter = adapter_for(model, argument="model")
     except TypeError:
         raise TypeError(
-            f"Argument `model` must be a Keras model. {supported} "
-            f"Received: model of type {type(model).__name__}"
+            f"Argument `model` must be a Keras model. {supported} Received: model of type {type(model).__name__}"
         ) from None
     if not isinstance(model, adapter.keras_api.Model):
         raise TypeError(
@@ -233,7 +230,7 @@ class _Rebuild:
                 new_kwargs = adapter.map_tensors(lookup, kwargs)
                 result = call(layer, args, kwargs, new_args, new_kwargs)
                 if result is not None:
-                    for old, new in zip(outs, adapter.flatten_tensors(result)):
+                    for old, new in zip(outs, adapter.flatten_tensors(result), strict=True):
                         tensors[id(old)] = new
             outputs = adapter.map_tensors(lambda t: tensors[id(t)], adapter.model_outputs(model))
         return adapter.keras_api.Model(inputs=inputs, outputs=outputs, name=model.name)
@@ -279,9 +276,7 @@ def _swap_initializers(layer: Any, api: ModuleType) -> list[tuple[Any, str, Any]
     swapped = []
     for owner in layer._flatten_layers(include_self=True, recursive=True):
         for attribute, value in list(vars(owner).items()):
-            if isinstance(value, api.initializers.Initializer) and not isinstance(
-                value, api.initializers.Zeros
-            ):
+            if isinstance(value, api.initializers.Initializer) and not isinstance(value, api.initializers.Zeros):
                 setattr(owner, attribute, zeros)
                 swapped.append((owner, attribute, value))
     return swapped
@@ -296,7 +291,7 @@ def _copy_weights(old: Any, new: Any) -> None:
             f"{[tuple(w.shape) for w in new_weights]} instead of {shapes}; its "
             "`get_config` does not describe it fully. Please report this."
         )
-    for source, target in zip(old_weights, new_weights):
+    for source, target in zip(old_weights, new_weights, strict=True):
         target.assign(source)
 
 
@@ -391,7 +386,9 @@ def add_trainable_initial_states(
     ```python
     >>> import keras, numpy as np
     >>> import rnn_state_rewriter as rsr
-    >>> model = keras.Sequential([keras.Input((6, 2)), keras.layers.LSTM(4), keras.layers.Dense(1)])
+    >>> model = keras.Sequential(
+    ...     [keras.Input((6, 2)), keras.layers.LSTM(4, name="lstm"), keras.layers.Dense(1)]
+    ... )
     >>> new_model = rsr.add_trainable_initial_states(model)
     >>> x = np.random.rand(3, 6, 2)
     >>> bool(np.allclose(model.predict(x, verbose=0), new_model.predict(x, verbose=0)))
@@ -517,10 +514,10 @@ def remove_trainable_initial_states(model: Any) -> Any:
     ```python
     >>> import keras
     >>> import rnn_state_rewriter as rsr
-    >>> model = keras.Sequential([keras.Input((6, 2)), keras.layers.GRU(4)])
+    >>> model = keras.Sequential([keras.Input((6, 2), name="x"), keras.layers.GRU(4, name="gru")])
     >>> plain = rsr.remove_trainable_initial_states(rsr.add_trainable_initial_states(model))
     >>> [layer.name for layer in plain.layers]
-    ['input_layer', 'gru']
+    ['x', 'gru']
 
     ```
     """

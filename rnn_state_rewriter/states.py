@@ -10,7 +10,8 @@ states followed by the backward ones, as it splits them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 from rnn_state_rewriter.generation import adapter_for
 
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
-StateShapes = Union[Shape, list[Any]]  # a shape, or a (nested) list of them
+StateShapes = Shape | list[Any]  # a shape, or a nested list of them
 
 
 def is_recurrent(layer: Any) -> bool:
@@ -95,9 +96,7 @@ def state_shapes(layer: Any) -> list[Any]:
 
 
 def _is_shape(value: Any) -> bool:
-    return isinstance(value, (tuple, list)) and all(
-        isinstance(d, int) or d is None for d in value
-    )
+    return isinstance(value, (tuple, list)) and all(isinstance(d, int) or d is None for d in value)
 
 
 def flatten_shapes(structure: Any) -> list[Shape]:

@@ -59,5 +59,5 @@ def snapshot(model) -> list[np.ndarray]:
 
 def assert_same_weights(before: list[np.ndarray], after: list[np.ndarray]) -> None:
     assert len(before) == len(after)
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)

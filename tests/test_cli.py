@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = shutil.which("rnn-state-rewriter", path=str(Path(sys.executable).parent)) or shutil.which(
-    "rnn-state-rewriter"
-)
+SCRIPT = shutil.which("rnn-state-rewriter", path=str(Path(sys.executable).parent)) or shutil.which("rnn-state-rewriter")
 X = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32")
 
 
@@ -41,7 +39,7 @@ def assert_refused(result: subprocess.CompletedProcess, status: int, *needles: s
 def files(tmp_path_factory) -> dict[str, Path]:
     """Model files of both generations and formats, made in one subprocess."""
     folder = tmp_path_factory.mktemp("models")
-    code = f"""
+    code = """
 import numpy as np, keras, tf_keras
 def model(K, **kw):
     return K.Sequential([K.Input((5, 3)), K.layers.LSTM(4, name="lstm"), K.layers.Dense(1, name="head")], **kw)
@@ -94,8 +92,18 @@ def test_add_then_load_predicts_the_same(files, tmp_path, source, output, genera
 
 def test_add_options_reach_the_rewrite(files, tmp_path):
     out = tmp_path / "frozen.keras"
-    result = run("add", str(files["k3.keras"]), str(out), "--layers", "lstm", "--initializer", "ones",
-                 "--freeze-base", "--noise-stddev", "0.1")
+    result = run(
+        "add",
+        str(files["k3.keras"]),
+        str(out),
+        "--layers",
+        "lstm",
+        "--initializer",
+        "ones",
+        "--freeze-base",
+        "--noise-stddev",
+        "0.1",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     import keras
 
@@ -162,13 +170,15 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(files, tmp_path, source
 
 
 def test_unknown_layer_name_lists_the_recurrent_layers(files, tmp_path):
-    assert_refused(run("add", str(files["k3.keras"]), str(tmp_path / "o.keras"), "--layers", "nope"), 1,
-                   "'nope'", "'lstm'")
+    assert_refused(
+        run("add", str(files["k3.keras"]), str(tmp_path / "o.keras"), "--layers", "nope"), 1, "'nope'", "'lstm'"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args", [["add"], ["add", "a.keras", "b.keras", "--noise-stddev", "-1"],
-                                  ["demo", "--epochs", "0"], ["frobnicate"]])
+@pytest.mark.parametrize(
+    "args", [["add"], ["add", "a.keras", "b.keras", "--noise-stddev", "-1"], ["demo", "--epochs", "0"], ["frobnicate"]]
+)
 def test_usage_errors_exit_2(args):
     result = run(*args)
     assert result.returncode == 2
@@ -182,8 +192,9 @@ def test_every_subcommand_has_help():
 
 
 def test_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "rnn_state_rewriter", "--help"], capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "rnn_state_rewriter", "--help"], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0 and "add" in result.stdout
 
 
@@ -191,8 +202,13 @@ def test_demo_writes_its_pictures_and_model(tmp_path):
     result = run("demo", "--epochs", "1", "--output-dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert names == ["error_per_step.png", "learned_states.png", "retrofitted.keras", "summary.png",
-                     "training_curves.png"]
+    assert names == [
+        "error_per_step.png",
+        "learned_states.png",
+        "retrofitted.keras",
+        "summary.png",
+        "training_curves.png",
+    ]
     for name in names[:-1]:
         if name.endswith(".png"):
             assert (tmp_path / "demo" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

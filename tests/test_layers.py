@@ -31,15 +31,19 @@ class NestedStateCell:
 
             def call(self, inputs, states):
                 h, (a, b) = states
-                out = K.activations.tanh(K.ops.matmul(inputs, self.kernel) + h) if hasattr(K, "ops") else (
-                    K.activations.tanh(K.backend.dot(inputs, self.kernel) + h))
+                out = (
+                    K.activations.tanh(K.ops.matmul(inputs, self.kernel) + h)
+                    if hasattr(K, "ops")
+                    else (K.activations.tanh(K.backend.dot(inputs, self.kernel) + h))
+                )
                 return out, [out, [a + 1.0, b + 1.0]]
 
             def get_initial_state(self, batch_size=None, inputs=None, dtype=None):
                 import tensorflow as tf
 
                 dtype = dtype or self.compute_dtype
-                return [tf.zeros((batch_size, 4), dtype), [tf.zeros((batch_size, 2), dtype), tf.zeros((batch_size, 3), dtype)]]
+                zeros = [tf.zeros((batch_size, size), dtype) for size in (4, 2, 3)]
+                return [zeros[0], zeros[1:]]
 
         return Cell()
 
@@ -141,7 +145,7 @@ def test_state_variables_train_in_fit_and_gradient_reaches_them(K):
     x, y = _data((6, 2), batch=16), np.ones((16, 1), "float32")
     model.fit(x, y, epochs=3, verbose=0)
     after = [np.array(v) for v in model.layers[0].state_variables]
-    assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(after, before))
+    assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(after, before, strict=True))
 
 
 def test_fit_with_jit_compile(K, is_keras3):
@@ -197,7 +201,9 @@ def test_masked_steps_are_skipped_exactly_as_the_plain_layer_skips_them(K):
 def test_mixed_precision_keeps_float32_variables_and_float16_outputs(K):
     K.mixed_precision.set_global_policy("mixed_float16")
     seed(K)
-    model = K.Sequential([K.Input((5, 3)), TrainableInitialStateRNN(K.layers.LSTM(4)), K.layers.Dense(1, dtype="float32")])
+    model = K.Sequential(
+        [K.Input((5, 3)), TrainableInitialStateRNN(K.layers.LSTM(4)), K.layers.Dense(1, dtype="float32")]
+    )
     wrapped = model.layers[0]
     assert all(v.dtype == "float32" or getattr(v.dtype, "name", "") == "float32" for v in wrapped.state_variables)
     assert wrapped(_data((5, 3))).dtype == "float16"

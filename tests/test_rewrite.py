@@ -25,7 +25,7 @@ def assert_outputs_equal(a, b, atol=1e-6):
     a = a if isinstance(a, (list, tuple)) else [a]
     b = b if isinstance(b, (list, tuple)) else [b]
     assert len(a) == len(b)
-    for p, q in zip(a, b):
+    for p, q in zip(a, b, strict=True):
         np.testing.assert_allclose(p, q, atol=atol, rtol=1e-6)
 
 
@@ -49,7 +49,7 @@ def check_retrofit(K, model, x, y, expect_states=None, **options):
     new.fit(x, y, epochs=2, batch_size=len(x), verbose=0)
     assert_same_weights(before_original, snapshot(model))
     for name, after in rsr.initial_states(new).items():
-        for a, b in zip(after, states_before[name]):
+        for a, b in zip(after, states_before[name], strict=True):
             assert np.abs(a - b).max() > 1e-4, f"state of {name} did not train"
     return new
 
@@ -70,12 +70,16 @@ def test_sequential_comes_back_functional_with_the_same_layers(K):
 def test_nested_submodels_at_any_depth(K):
     inner = K.Sequential([K.Input((5, 4)), K.layers.GRU(3, name="deep_gru")], name="inner")
     middle_in = K.Input((5, 4))
-    middle = K.Model(middle_in, inner(K.layers.SimpleRNN(4, return_sequences=True, name="mid_rnn")(middle_in)), name="middle")
+    mid_rnn = K.layers.SimpleRNN(4, return_sequences=True, name="mid_rnn")
+    middle = K.Model(middle_in, inner(mid_rnn(middle_in)), name="middle")
     wrapper = K.Sequential([K.Input((5, 4)), middle], name="outer_seq")
     inputs = K.Input((5, 4))
     model = K.Model(inputs, K.layers.Dense(1)(wrapper(inputs)))
     check_retrofit(
-        K, model, normal(8, 5, 4), normal(8, 1),
+        K,
+        model,
+        normal(8, 5, 4),
+        normal(8, 1),
         expect_states=["outer_seq/middle/mid_rnn", "outer_seq/middle/inner/deep_gru"],
     )
 
@@ -313,7 +317,7 @@ def test_save_and_reload_with_learned_states(K, is_keras3, tmp_path, fmt):
     reloaded = K.models.load_model(path)
     assert_outputs_equal(predict(reloaded, tokens), predict(new, tokens))
     for name, values in rsr.initial_states(new).items():
-        for a, b in zip(values, rsr.initial_states(reloaded)[name]):
+        for a, b in zip(values, rsr.initial_states(reloaded)[name], strict=True):
             np.testing.assert_array_equal(a, b)
         assert all(np.abs(v).max() > 0 for v in values)
 
