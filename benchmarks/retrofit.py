@@ -1,0 +1,148 @@
+"""What the retrofit costs: time and peak memory of `add_trainable_initial_states`.
+
+Compared with the baseline a user would otherwise run, `clone_model` followed
+by `set_weights(get_weights())`, for functional stacked-LSTM models of 10, 50
+and 200 recurrent layers and one large model of about 100M parameters, in both
+Keras generations. Each measurement runs in its own process: it builds the
+model, resets the process's peak resident set (Linux `clear_refs`), runs the
+operation once, and reports the time and the peak above the resident set it
+started from. Processes run in interleaved rounds; the table gives medians.
+
+    python benchmarks/retrofit.py            # the full run
+    python benchmarks/retrofit.py --quick    # a smoke run with small models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+CASES = {
+    "10 layers": (10, 64, 64),
+    "50 layers": (50, 64, 64),
+    "200 layers": (200, 64, 64),
+    "~100M params": (3, 2048, 2048),
+}
+QUICK_CASES = {"4 layers": (4, 16, 16), "12 layers": (12, 16, 16)}
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure(generation: str, method: str, layers: int, units: int, features: int) -> dict:
+    if generation == "keras3":
+        import keras as K
+    else:
+        import tf_keras as K
+    import rnn_state_rewriter as rsr
+
+    inputs = K.Input((20, features))
+    x = inputs
+    for i in range(layers):
+        x = K.layers.LSTM(units, return_sequences=i < layers - 1)(x)
+    model = K.Model(inputs, K.layers.Dense(1)(x))
+    weight_bytes = sum(int(w.numpy().nbytes) for w in model.weights)
+
+    def baseline():
+        clone = K.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        return clone
+
+    operation = baseline if method == "baseline" else (lambda: rsr.add_trainable_initial_states(model))
+    resident = _status("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset the peak resident set (VmHWM)
+        peak_reset = True
+    except OSError:
+        peak_reset = False
+    start = time.perf_counter()
+    result = operation()
+    seconds = time.perf_counter() - start
+    extra = _status("VmHWM") - resident if peak_reset else float("nan")
+    assert len(result.weights) >= len(model.weights)
+    return {"seconds": seconds, "extra_bytes": extra, "weight_bytes": weight_bytes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small models, one round (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        generation, method, layers, units, features = args.child
+        print(json.dumps(measure(generation, method, int(layers), int(units), int(features))))
+        return
+
+    from _common import machine, table
+
+    cases = QUICK_CASES if args.quick else CASES
+    rounds = args.rounds or (1 if args.quick else 3)
+    jobs = [(g, c, m) for g in ("keras3", "tf_keras") for c in cases for m in ("baseline", "retrofit")]
+    samples: dict[tuple, list[dict]] = {job: [] for job in jobs}
+    rng = random.Random(0)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for _ in range(rounds):
+        rng.shuffle(jobs)
+        for generation, case, method in jobs:
+            command = [sys.executable, __file__, "--child", generation, method, *map(str, cases[case])]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(f"{generation} {case} {method} failed:\n{done.stderr[-3000:]}")
+            samples[(generation, case, method)].append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def median(generation: str, case: str, method: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[(generation, case, method)])
+
+    print(f"Machine: {machine()}")
+    print(f"Medians of {rounds} interleaved rounds, one process per measurement.\n")
+    rows = []
+    for generation in ("keras3", "tf_keras"):
+        for case in cases:
+            base_s, ours_s = (median(generation, case, m, "seconds") for m in ("baseline", "retrofit"))
+            base_m, ours_m = (median(generation, case, m, "extra_bytes") for m in ("baseline", "retrofit"))
+            weights = median(generation, case, "retrofit", "weight_bytes")
+            layers = cases[case][0]
+            rows.append(
+                [
+                    generation,
+                    case,
+                    f"{weights / 2**20:.1f}",
+                    f"{base_s:.2f}",
+                    f"{ours_s:.2f}",
+                    f"{ours_s / base_s:.3f}",
+                    f"{ours_s / layers * 1000:.1f}",
+                    f"{base_m / weights:.2f}",
+                    f"{ours_m / weights:.2f}",
+                ]
+            )
+    header = [
+        "Keras",
+        "model",
+        "weights MiB",
+        "baseline s",
+        "retrofit s",
+        "time ratio",
+        "retrofit ms/layer",
+        "baseline extra peak / weights",
+        "retrofit extra peak / weights",
+    ]
+    print(table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
