@@ -36,7 +36,7 @@ __all__ = [
     "split_initial_state",
     "call_with_initial_state",
     "compile_like",
-    "receives_masks",
+    "uses_masks",
     "clone_from_config",
 ]
 
@@ -122,8 +122,8 @@ def call_with_initial_state(
     Keras 3 fills `mask` from the input only when a layer gets one tensor
     argument; with `initial_state` it gets several, so the mask is passed here:
     the input's symbolic mask, or, where a mask may arrive only at run time
-    (`runtime_mask`, inside a submodel that is called on masked inputs), the
-    output of a `SequenceMask` layer.
+    (`runtime_mask`, in a model that uses masks), the output of a
+    `SequenceMask` layer.
     """
     sequences, others = _bind(layer, args, kwargs)
     others["initial_state"] = states
@@ -136,13 +136,19 @@ def call_with_initial_state(
     return layer(sequences, **others)
 
 
-def receives_masks(model: Any) -> bool:
-    """Whether a submodel is called anywhere on inputs that carry a Keras mask."""
-    return any(
-        getattr(tensor, "_keras_mask", None) is not None
-        for node in model._inbound_nodes
-        for tensor in node.input_tensors
-    )
+def uses_masks(model: Any) -> bool:
+    """Whether any tensor of the model, nested submodels included, carries a Keras mask.
+
+    Where one does, a recurrent layer may receive a mask at run time even where
+    the graph shows none: Keras 3 hands a mask on at run time past a submodel
+    that drops it in the graph, and into a submodel's inputs.
+    """
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for node in layer._inbound_nodes:
+            for tensor in (*node.input_tensors, *node.outputs):
+                if getattr(tensor, "_keras_mask", None) is not None:
+                    return True
+    return False
 
 
 def compile_like(new: Any, old: Any) -> None:

@@ -41,7 +41,7 @@ __all__ = [
     "split_initial_state",
     "call_with_initial_state",
     "compile_like",
-    "receives_masks",
+    "uses_masks",
     "clone_from_config",
 ]
 
@@ -162,7 +162,7 @@ def call_with_initial_state(
     return layer(*args, **{**kwargs, "initial_state": states})
 
 
-def receives_masks(model: Any) -> bool:
+def uses_masks(model: Any) -> bool:
     """Always False: tf-keras needs no help to pass run-time masks on."""
     return False
 

@@ -460,8 +460,9 @@ class SequenceMask(keras.layers.Layer):
 
     Keras 3 only. Keras 3 gives a layer its input's mask only when the layer
     gets a single tensor argument, so a recurrent layer called with
-    `initial_state=` inside a nested submodel would lose a mask that reaches
-    the submodel at run time. `add_trainable_initial_states` inserts this layer
+    `initial_state=` loses a mask that is not in the graph but arrives at run
+    time (Keras 3 hands masks on at run time into and past nested submodels).
+    In models that use masks, `add_trainable_initial_states` inserts this layer
     there and passes its output as `mask=`, so padded steps are still skipped.
 
     Example:

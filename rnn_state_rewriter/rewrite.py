@@ -133,8 +133,9 @@ class _Site:
 
     `args`/`kwargs` hold the new graph's tensors (`MISSING` where the tensor was
     dropped); `old_args`/`old_kwargs` the original's. `runtime_mask` says whether
-    a mask may reach this call only at run time (inside a submodel that is
-    called on masked inputs).
+    a mask may reach this call only at run time (in a model that uses masks,
+    where Keras 3 can hand a mask on at run time past a layer that drops it in
+    the graph).
     """
 
     layer: Any
@@ -188,10 +189,12 @@ class _Rebuild:
         self.clones: dict[int, Any] = {}
         self.pairs: list[tuple[Any, Any]] = []
         self.restore: list[tuple[Any, str, Any]] = []
+        self.runtime_masks = False
 
     def __call__(self, model: Any) -> Any:
+        self.runtime_masks = self.adapter.uses_masks(model)
         try:
-            new_model = self.model(model, "", runtime_mask=False)
+            new_model = self.model(model, "", self.runtime_masks)
         finally:
             for owner, attribute, initializer in self.restore:
                 setattr(owner, attribute, initializer)
@@ -241,9 +244,7 @@ class _Rebuild:
             if source is None:
                 self.clones[id(layer)] = None
             elif _is_graph_model(self.adapter, source):
-                self.clones[id(layer)] = self.model(
-                    source, f"{path}{source.name}/", self.adapter.receives_masks(source)
-                )
+                self.clones[id(layer)] = self.model(source, f"{path}{source.name}/", self.runtime_masks)
             elif isinstance(source, self.adapter.keras_api.Model):
                 raise TypeError(
                     f"Submodel '{path}{source.name}' is a subclassed model "

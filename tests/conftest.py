@@ -13,6 +13,10 @@ import pytest
 GENERATIONS = ["keras3", "tf_keras"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="property tests with 500 examples per generation")
+
+
 @pytest.fixture(params=GENERATIONS, scope="session")
 def K(request: pytest.FixtureRequest) -> types.ModuleType:
     """The Keras package of one generation: `keras` (Keras 3) or `tf_keras`."""

@@ -114,7 +114,12 @@ def _padded_tokens():
 def _masked_model(K, nested, time=7):
     inputs = K.Input((time,), dtype="int32")
     x = K.layers.Embedding(20, 4, mask_zero=True)(inputs)
-    if nested:  # the mask reaches the submodel only at run time
+    if nested == "chain":  # found by the property test: the mask passes the first submodel at run time only
+        for i in range(2):
+            sub_in = K.Input((time, 4))
+            x = K.Model(sub_in, K.layers.SimpleRNN(4, return_sequences=True)(sub_in), name=f"sub_{i}")(x)
+        x = K.layers.LSTM(5, name="lstm")(x)
+    elif nested:  # the mask reaches the submodel only at run time
         sub_in = K.Input((time, 4))
         x = K.Model(sub_in, K.layers.LSTM(5, name="lstm")(K.layers.Dense(4)(sub_in)), name="sub")(x)
     else:
@@ -122,7 +127,7 @@ def _masked_model(K, nested, time=7):
     return K.Model(inputs, K.layers.Dense(1)(x))
 
 
-@pytest.mark.parametrize("nested", [False, True], ids=["top-level", "in-submodel"])
+@pytest.mark.parametrize("nested", [False, True, "chain"], ids=["top-level", "in-submodel", "submodel-chain"])
 def test_masking_after_embedding(K, nested):
     check_retrofit(K, _masked_model(K, nested), _padded_tokens(), normal(8, 1))
 
