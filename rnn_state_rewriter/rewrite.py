@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_state_rewriter.generation import adapter_for
+from rnn_state_rewriter.generation import Generation, adapter_for, generation_of
 from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, per_state
 from rnn_state_rewriter.states import flatten_shapes, state_shapes
 
@@ -306,6 +306,13 @@ def _producer(tensor: Any) -> Any:
 # ----------------------------------------------------------------------------
 
 
+def _generation_or_none(cls: type) -> Generation | None:
+    try:
+        return generation_of(cls)
+    except TypeError:
+        return None
+
+
 def _selector(layers: LayerSelection, found: list[tuple[str, Any]]) -> Callable[[str, Any], bool]:
     if layers is None:
         return lambda path, layer: True
@@ -321,6 +328,15 @@ def _selector(layers: LayerSelection, found: list[tuple[str, Any]]) -> Callable[
     entries = list(entries)
     names = {e for e in entries if isinstance(e, str)}
     classes = tuple(e for e in entries if isinstance(e, type))
+    if found:
+        generation = generation_of(found[0][1])
+        for cls in classes:
+            if _generation_or_none(cls) not in (None, generation):
+                raise TypeError(
+                    f"Argument `layers` holds {cls.__module__}.{cls.__name__}, a class of "
+                    f"{_generation_or_none(cls).package}, but the model is a {generation.package} model. "
+                    f"Use the {generation.package} class."
+                )
     known = {path for path, _ in found} | {layer.name for _, layer in found}
     unknown = sorted(names - known)
     if unknown:
@@ -407,6 +423,11 @@ def add_trainable_initial_states(
             "ConvLSTM or Bidirectional) to give a trainable initial state."
         )
     selected = _selector(layers, found)
+    if layers is not None and not any(selected(path, layer) for path, layer in found):
+        raise ValueError(
+            f"Argument `layers` selects none of the recurrent layers of model '{model.name}': "
+            f"{[path for path, _ in found]}. Received: layers={layers!r}"
+        )
     check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
     eligible: set[int] = set()
     for path, layer in found:
