@@ -193,8 +193,8 @@ class TrainableInitialStateMixin:
             self.state_shapes,
             inputs,
             self.batch_axis,
-            self.compute_dtype,
-            noise,  # type: ignore[attr-defined]
+            self.compute_dtype,  # type: ignore[attr-defined]
+            noise,
         )
 
     def compute_output_shape(self, input_shape: Any) -> Any:

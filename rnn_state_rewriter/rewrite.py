@@ -331,10 +331,11 @@ def _selector(layers: LayerSelection, found: list[tuple[str, Any]]) -> Callable[
     if found:
         generation = generation_of(found[0][1])
         for cls in classes:
-            if _generation_or_none(cls) not in (None, generation):
+            other = _generation_or_none(cls)
+            if other is not None and other is not generation:
                 raise TypeError(
                     f"Argument `layers` holds {cls.__module__}.{cls.__name__}, a class of "
-                    f"{_generation_or_none(cls).package}, but the model is a {generation.package} model. "
+                    f"{other.package}, but the model is a {generation.package} model. "
                     f"Use the {generation.package} class."
                 )
     known = {path for path, _ in found} | {layer.name for _, layer in found}
