@@ -65,3 +65,19 @@ def assert_same_weights(before: list[np.ndarray], after: list[np.ndarray]) -> No
     assert len(before) == len(after)
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def subclassed_model(K):
+    """A built subclassed model holding an LSTM: what the rewrite must refuse."""
+
+    class Net(K.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnn = K.layers.LSTM(3)
+
+        def call(self, x):
+            return self.rnn(x)
+
+    net = Net()
+    net(np.zeros((1, 4, 3), "float32"))
+    return net

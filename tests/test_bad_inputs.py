@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import subclassed_model
 
 import rnn_state_rewriter as rsr
 from rnn_state_rewriter import TrainableInitialState, TrainableInitialStateRNN
@@ -25,23 +26,9 @@ def lstm_model(K, **options):
     return K.Sequential([K.Input((5, 3)), K.layers.LSTM(4, name="lstm", **options), K.layers.Dense(1)])
 
 
-def subclassed(K):
-    class Net(K.Model):
-        def __init__(self):
-            super().__init__()
-            self.rnn = K.layers.LSTM(3)
-
-        def call(self, x):
-            return self.rnn(x)
-
-    net = Net()
-    net(np.zeros((1, 4, 3), "float32"))
-    return net
-
-
 def nested_subclassed(K):
     inputs = K.Input((4, 3))
-    return K.Model(inputs, subclassed(K)(inputs))
+    return K.Model(inputs, subclassed_model(K)(inputs))
 
 
 def other_generation_lstm(K):
@@ -59,7 +46,7 @@ API_CASES = {
     "object instead of a model": (lambda K: (object(),), rsr.add_trainable_initial_states, TypeError),
     "path string instead of a model": (lambda K: ("model.keras",), rsr.add_trainable_initial_states, TypeError),
     "layer instead of a model": (lambda K: (K.layers.LSTM(3),), rsr.add_trainable_initial_states, TypeError),
-    "subclassed model": (lambda K: (subclassed(K),), rsr.add_trainable_initial_states, TypeError),
+    "subclassed model": (lambda K: (subclassed_model(K),), rsr.add_trainable_initial_states, TypeError),
     "subclassed submodel": (lambda K: (nested_subclassed(K),), rsr.add_trainable_initial_states, TypeError),
     "unbuilt model": (lambda K: (K.Sequential([K.layers.LSTM(3)]),), rsr.add_trainable_initial_states, ValueError),
     "no recurrent layer": (

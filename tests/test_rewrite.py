@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_same_weights, seed, snapshot
+from conftest import assert_same_weights, seed, snapshot, subclassed_model
 
 import rnn_state_rewriter as rsr
 
@@ -331,16 +331,7 @@ def test_save_and_reload_with_learned_states(K, is_keras3, tmp_path, fmt):
 
 
 def test_subclassed_model_is_a_type_error(K):
-    class Net(K.Model):
-        def __init__(self):
-            super().__init__()
-            self.rnn = K.layers.LSTM(3)
-
-        def call(self, x):
-            return self.rnn(x)
-
-    net = Net()
-    net(normal(2, 4, 3))
+    net = subclassed_model(K)
     with pytest.raises(TypeError, match="subclassed"):
         rsr.add_trainable_initial_states(net)
     inputs = K.Input((4, 3))
