@@ -503,15 +503,16 @@ def _freeze_all_but_states(adapter: ModuleType, model: Any) -> None:
         layer.trainable = False
 
 
-def _states_from_trainable_layer(adapter: ModuleType, args: Any, kwargs: Any, layer: Any) -> bool:
-    """Whether a call site's `initial_state` is the output of a `TrainableInitialState`."""
+def _state_layer_feeding(adapter: ModuleType, layer: Any, args: Any, kwargs: Any) -> Any:
+    """The `TrainableInitialState` whose outputs are a call site's whole `initial_state`, or None."""
     _, _, passed = adapter.split_initial_state(layer, args, kwargs)
     if passed is None:
-        return False
-    producers = {id(_producer(t)) for t in adapter.flatten_tensors(passed)}
-    return len(producers) == 1 and isinstance(
-        _producer(adapter.flatten_tensors(passed)[0]), adapter.TrainableInitialState
-    )
+        return None
+    producers = {id(_producer(t)): _producer(t) for t in adapter.flatten_tensors(passed)}
+    if len(producers) != 1:
+        return None
+    (producer,) = producers.values()
+    return producer if isinstance(producer, adapter.TrainableInitialState) else None
 
 
 def remove_trainable_initial_states(model: Any) -> Any:
@@ -557,8 +558,8 @@ def remove_trainable_initial_states(model: Any) -> Any:
         if site.new_layer is None:
             return None
         kind = adapter.recurrent_kind(site.layer)
-        if kind in ("rnn", "bidirectional") and _states_from_trainable_layer(
-            adapter, site.old_args, site.old_kwargs, site.layer
+        if kind in ("rnn", "bidirectional") and _state_layer_feeding(
+            adapter, site.layer, site.old_args, site.old_kwargs
         ):
             args, kwargs, _ = adapter.split_initial_state(site.new_layer, site.args, site.kwargs)
             kwargs = {key: value for key, value in kwargs.items() if value is not MISSING}
@@ -614,12 +615,10 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
                 visit(layer, f"{prefix}{layer.name}/")
         if adapter.is_functional(container):
             for layer, args, kwargs, _ in adapter.call_sites(container):
-                if adapter.recurrent_kind(layer) in ("rnn", "bidirectional") and _states_from_trainable_layer(
-                    adapter, args, kwargs, layer
-                ):
-                    _, _, passed = adapter.split_initial_state(layer, args, kwargs)
-                    state_layer = _producer(adapter.flatten_tensors(passed)[0])
-                    result.setdefault(prefix + layer.name, values(state_layer.state_variables))
+                if adapter.recurrent_kind(layer) in ("rnn", "bidirectional"):
+                    state_layer = _state_layer_feeding(adapter, layer, args, kwargs)
+                    if state_layer is not None:
+                        result.setdefault(prefix + layer.name, values(state_layer.state_variables))
 
     visit(model, "")
     return result
