@@ -108,7 +108,7 @@ def build(K, spec):
                 x = layer[2](x)
             else:
                 x = layer(x)
-        result = x if isinstance(x, (list, tuple)) else [x]
+        result = tf.nest.flatten(x)
         if spec["dense_head"]:
             result = [K.layers.Dense(1)(result[0])] + list(result[1:])
         outputs += list(result)
