@@ -31,7 +31,7 @@ CASES = {
     "200 layers": (200, 64, 64),
     "~100M params": (3, 2048, 2048),
 }
-QUICK_CASES = {"4 layers": (4, 16, 16), "12 layers": (12, 16, 16)}
+QUICK_CASES = {"4 layers": (4, 16, 16)}
 
 
 def _status(field: str) -> int:

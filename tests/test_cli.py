@@ -176,19 +176,21 @@ def test_unknown_layer_name_lists_the_recurrent_layers(files, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "args", [["add"], ["add", "a.keras", "b.keras", "--noise-stddev", "-1"], ["demo", "--epochs", "0"], ["frobnicate"]]
-)
-def test_usage_errors_exit_2(args):
-    result = run(*args)
+def test_usage_error_exits_2():
+    """One through the real script; the bad-input matrix runs the other usage errors in process."""
+    result = run("add", "a.keras", "b.keras", "--noise-stddev", "-1")
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "--noise-stddev" in result.stderr
 
 
-def test_every_subcommand_has_help():
-    for command in ("add", "inspect", "demo"):
-        result = run(command, "--help")
-        assert result.returncode == 0 and "usage:" in result.stdout
+@pytest.mark.parametrize("command", ["add", "inspect", "demo"])
+def test_every_subcommand_has_help(command, capsys):
+    from rnn_state_rewriter.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: rnn-state-rewriter {command}")
 
 
 def test_module_entry_point():
