@@ -98,6 +98,15 @@ def recurrent_layers(model: Any) -> list[tuple[str, Any]]:
     ```
     """
     adapter = _model_adapter(model)
+    return [
+        (prefix + layer.name, layer)
+        for prefix, layer in _layers_in_tree(adapter, model)
+        if adapter.recurrent_kind(layer) is not None
+    ]
+
+
+def _layers_in_tree(adapter: ModuleType, model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every layer of a model and of its nested submodels, once each, with its submodel prefix."""
     found: list[tuple[str, Any]] = []
     seen: set[int] = set()
 
@@ -106,12 +115,11 @@ def recurrent_layers(model: Any) -> list[tuple[str, Any]]:
             if id(layer) in seen:
                 continue
             seen.add(id(layer))
-            if adapter.recurrent_kind(layer) is not None:
-                found.append((prefix + layer.name, layer))
-            elif isinstance(layer, adapter.keras_api.Model):
+            found.append((prefix, layer))
+            if adapter.recurrent_kind(layer) is None and isinstance(layer, adapter.keras_api.Model):
                 visit(layer, f"{prefix}{layer.name}/")
 
-    visit(model, "")
+    visit(model, prefix)
     return found
 
 
@@ -599,26 +607,22 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
     """
     adapter = _model_adapter(model)
     result: dict[str, list[np.ndarray]] = {}
-    seen: set[int] = set()
 
     def values(variables: list[Any]) -> list[np.ndarray]:
         return [np.array(v.numpy()) for v in variables]
 
-    def visit(container: Any, prefix: str) -> None:
-        for layer in container.layers:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            if adapter.recurrent_kind(layer) == "trainable":
-                result[prefix + layer.name] = values(layer.state_variables)
-            elif _is_graph_model(adapter, layer):
-                visit(layer, f"{prefix}{layer.name}/")
-        if adapter.is_functional(container):
-            for layer, args, kwargs, _ in adapter.call_sites(container):
-                if adapter.recurrent_kind(layer) in ("rnn", "bidirectional"):
-                    state_layer = _state_layer_feeding(adapter, layer, args, kwargs)
-                    if state_layer is not None:
-                        result.setdefault(prefix + layer.name, values(state_layer.state_variables))
+    def add_call_sites(container: Any, prefix: str) -> None:
+        for layer, args, kwargs, _ in adapter.call_sites(container):
+            if adapter.recurrent_kind(layer) in ("rnn", "bidirectional"):
+                state_layer = _state_layer_feeding(adapter, layer, args, kwargs)
+                if state_layer is not None:
+                    result.setdefault(prefix + layer.name, values(state_layer.state_variables))
 
-    visit(model, "")
+    if adapter.is_functional(model):
+        add_call_sites(model, "")
+    for prefix, layer in _layers_in_tree(adapter, model):
+        if adapter.recurrent_kind(layer) == "trainable":
+            result[prefix + layer.name] = values(layer.state_variables)
+        elif adapter.is_functional(layer):
+            add_call_sites(layer, f"{prefix}{layer.name}/")
     return result
