@@ -88,6 +88,15 @@ def broadcast_states(
     return pack_like(structure, states)
 
 
+def _first_shape(shape: Any) -> tuple[Any, ...]:
+    """The shape of the first input in a (possibly nested) structure of input shapes."""
+    while isinstance(shape, dict) or (
+        isinstance(shape, (list, tuple)) and shape and not isinstance(shape[0], (int, type(None)))
+    ):
+        shape = next(iter(shape.values())) if isinstance(shape, dict) else shape[0]
+    return tuple(shape) if shape is not None else ()
+
+
 def _serialize_each(api: ModuleType, kind: str, values: list[Any]) -> list[Any]:
     module = getattr(api, kind)
     return [module.serialize(module.get(value)) for value in values]
@@ -198,10 +207,8 @@ class TrainableInitialStateMixin:
         )
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        first = input_shape
-        while first and isinstance(first[0], (list, tuple, dict)) or hasattr(first, "keys"):
-            first = list(first.values())[0] if hasattr(first, "keys") else first[0]
-        batch = tuple(first)[self.batch_axis] if first else None
+        first = _first_shape(input_shape)
+        batch = first[self.batch_axis] if len(first) > self.batch_axis else None
         return map_shapes(lambda shape: (batch, *shape), self.state_shapes)
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> None:
