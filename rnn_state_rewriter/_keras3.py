@@ -37,7 +37,7 @@ __all__ = [
     "call_with_initial_state",
     "compile_like",
     "uses_masks",
-    "clone_from_config",
+    "SafeModeScope",
 ]
 
 
@@ -155,13 +155,3 @@ def compile_like(new: Any, old: Any) -> None:
     """Compiles `new` as `old` was compiled (fresh optimizer state), if it was."""
     if getattr(old, "compiled", False):
         new.compile_from_config(old.get_compile_config())
-
-
-def clone_from_config(layer: Any) -> Any:
-    """A new layer made from `layer`'s config.
-
-    Safe mode is off: the config comes from a live object of this process, not
-    from a file, so a `Lambda` layer's function is not untrusted code here.
-    """
-    with SafeModeScope(False):
-        return type(layer).from_config(layer.get_config())

@@ -263,14 +263,23 @@ class _Rebuild:
                 self.clones[id(layer)] = self.leaf(source)
         return self.clones[id(layer)]
 
+    def from_config(self, layer: Any) -> Any:
+        """A new layer made from `layer`'s config.
+
+        Safe mode is off: the config comes from a live object of this process,
+        not from a file, so a `Lambda` layer's function is not untrusted code here.
+        """
+        with self.adapter.SafeModeScope(False):
+            return type(layer).from_config(layer.get_config())
+
     def leaf(self, layer: Any) -> Any:
         api = self.adapter.keras_api
         if not isinstance(layer, api.layers.Layer):  # a Keras 3 operation without weights
             try:
-                return self.adapter.clone_from_config(layer)
+                return self.from_config(layer)
             except Exception:  # an operation that cannot be rebuilt from its config is reused
                 return layer
-        clone = self.adapter.clone_from_config(layer)
+        clone = self.from_config(layer)
         self.restore.extend(_swap_initializers(clone, api))
         self.pairs.append((layer, clone))
         return clone
