@@ -14,6 +14,7 @@ from keras.src.models.functional import Functional
 from keras.src.saving.serialization_lib import SafeModeScope
 
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN
+from rnn_state_rewriter.states import recurrent_kind
 
 keras_api = keras
 map_tensors: Callable[..., Any] = keras.tree.map_structure
@@ -24,7 +25,6 @@ __all__ = [
     "TrainableInitialState",
     "TrainableInitialStateRNN",
     "recurrent_kind",
-    "zero_state",
     "map_tensors",
     "flatten_tensors",
     "is_keras_tensor",
@@ -39,29 +39,6 @@ __all__ = [
     "uses_masks",
     "SafeModeScope",
 ]
-
-
-def recurrent_kind(layer: Any) -> str | None:
-    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers."""
-    if isinstance(layer, TrainableInitialStateRNN):
-        return "trainable"
-    if isinstance(layer, keras.layers.Bidirectional):
-        return "bidirectional"
-    if isinstance(layer, keras.layers.RNN):
-        return "rnn"
-    return None
-
-
-def zero_state(layer: Any) -> Any:
-    """The built layer's zero state for a batch of one."""
-    try:
-        return layer.get_initial_state(batch_size=1)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Could not derive the state shapes of layer '{layer.name}' from its "
-            f"`get_initial_state`: {error}. If its input has unknown spatial "
-            "dimensions, give them in `Input(shape=...)`."
-        ) from error
 
 
 def is_keras_tensor(value: Any) -> bool:

@@ -1,8 +1,8 @@
 """tf-keras (Keras 2) adapter: what differs from Keras 3, and nothing else.
 
 Imported only when a tf-keras object is seen (or `tf_keras` was imported
-already). It also defines the tf-keras twins of the public layers, from the
-same mixins as the Keras 3 classes, registered so that saved models load.
+already). Importing it makes and registers the tf-keras twins of the public
+layers (`rnn_state_rewriter.layers.layer_classes`), so that saved models load.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-from rnn_state_rewriter.layers import (
-    PACKAGE,
-    TrainableInitialStateMixin,
-    TrainableInitialStateRNNMixin,
-)
+from rnn_state_rewriter.generation import Generation
+from rnn_state_rewriter.layers import layer_classes
+from rnn_state_rewriter.states import recurrent_kind
 
 keras_api = tf_keras
 map_tensors: Callable[..., Any] = tf.nest.map_structure
@@ -29,7 +27,6 @@ __all__ = [
     "TrainableInitialState",
     "TrainableInitialStateRNN",
     "recurrent_kind",
-    "zero_state",
     "map_tensors",
     "flatten_tensors",
     "is_keras_tensor",
@@ -46,49 +43,7 @@ __all__ = [
 ]
 
 
-@tf_keras.saving.register_keras_serializable(package=PACKAGE)
-class TrainableInitialState(TrainableInitialStateMixin, tf_keras.layers.Layer):
-    """tf-keras twin of `rnn_state_rewriter.TrainableInitialState`."""
-
-    _api = tf_keras
-
-
-@tf_keras.saving.register_keras_serializable(package=PACKAGE)
-class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, tf_keras.layers.Wrapper):
-    """tf-keras twin of `rnn_state_rewriter.TrainableInitialStateRNN`."""
-
-    _api = tf_keras
-
-
-def recurrent_kind(layer: Any) -> str | None:
-    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers."""
-    if isinstance(layer, TrainableInitialStateRNN):
-        return "trainable"
-    if isinstance(layer, tf_keras.layers.Bidirectional):
-        return "bidirectional"
-    if isinstance(layer, tf_keras.layers.RNN):
-        return "rnn"
-    return None
-
-
-def zero_state(layer: Any) -> Any:
-    """The built layer's zero state for a batch of one."""
-    spec = layer.input_spec[0] if isinstance(layer.input_spec, list) else layer.input_spec
-    shape = list(spec.shape) if spec is not None and spec.shape is not None else None
-    if shape is None:
-        raise ValueError(
-            f"Layer '{layer.name}' does not record its input shape; build it on an input with a known shape first."
-        )
-    batch_axis, time_axis = (1, 0) if getattr(layer, "time_major", False) else (0, 1)
-    shape[batch_axis] = 1
-    shape[time_axis] = 1
-    if any(dim is None for dim in shape):
-        raise ValueError(
-            f"Layer '{layer.name}' has an input of unknown shape {tuple(spec.shape)}: "
-            "a trainable initial state needs static dimensions. Give the input "
-            "its spatial dimensions (e.g. `Input((time, 32, 32, 3))`)."
-        )
-    return layer.get_initial_state(tf.zeros(shape, dtype=layer.dtype or "float32"))
+TrainableInitialState, TrainableInitialStateRNN = layer_classes(Generation.TF_KERAS)
 
 
 def is_keras_tensor(value: Any) -> bool:

@@ -1,23 +1,19 @@
-"""Which Keras generation an object belongs to, and that generation's adapter.
+"""Which Keras generation an object belongs to.
 
 Keras 3 (`keras`, also `tf.keras` on TensorFlow >= 2.16) and tf-keras (Keras 2,
-`tf_keras`) differ in a few places: base classes, how a functional graph is
-walked and rebuilt, how a recurrent layer reports its zero state. Those
-differences live in two adapter modules with the same interface,
-`rnn_state_rewriter._keras3` and `rnn_state_rewriter._tf_keras`; everything
-else in the package is written once and asks this module for the adapter.
-
-`tf_keras` is imported only when a tf-keras object is seen.
+`tf_keras`) differ in a few places. Those differences live in two thin seams,
+each with one implementation per generation: the tensor operations the layers
+need (`rnn_state_rewriter._ops`), and the adapters that read and rebuild a
+model's graph (`rnn_state_rewriter._adapter`). Both ask this module which
+generation an object belongs to; it imports nothing of the package.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
-from types import ModuleType
 from typing import Any
 
-__all__ = ["Generation", "generation_of", "adapter", "adapter_for"]
+__all__ = ["Generation", "generation_of"]
 
 
 class Generation(enum.Enum):
@@ -30,12 +26,6 @@ class Generation(enum.Enum):
     def package(self) -> str:
         """The name of the Python package of this generation."""
         return "keras" if self is Generation.KERAS3 else "tf_keras"
-
-
-_ADAPTER_MODULES = {
-    Generation.KERAS3: "rnn_state_rewriter._keras3",
-    Generation.TF_KERAS: "rnn_state_rewriter._tf_keras",
-}
 
 
 def generation_of(obj: Any, *, argument: str = "layer") -> Generation:
@@ -60,13 +50,3 @@ def generation_of(obj: Any, *, argument: str = "layer") -> Generation:
         f"or `tf_keras`). Received: {argument}={obj!r} of type "
         f"{cls.__module__}.{cls.__qualname__}"
     )
-
-
-def adapter(generation: Generation) -> ModuleType:
-    """Returns the adapter module of a generation, importing it on first use."""
-    return importlib.import_module(_ADAPTER_MODULES[generation])
-
-
-def adapter_for(obj: Any, *, argument: str = "layer") -> ModuleType:
-    """Returns the adapter module of the generation `obj` belongs to."""
-    return adapter(generation_of(obj, argument=argument))

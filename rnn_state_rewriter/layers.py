@@ -1,32 +1,35 @@
 """`TrainableInitialState` and `TrainableInitialStateRNN`.
 
-The behaviour of both layers is written once, in generation-neutral mixins.
-The public classes here are the Keras 3 layers; their tf-keras twins, with the
-same names and behaviour, are made in `rnn_state_rewriter._tf_keras` from the
-same mixins. `TrainableInitialState.for_layer(rnn)` and
+The behaviour of both layers is written once, in generation-neutral mixins,
+against the tensor operations of `rnn_state_rewriter._ops`: `keras.ops` and
+`keras.random` for Keras 3 (any backend: TensorFlow, JAX, PyTorch), TensorFlow
+for tf-keras. The public classes here are the Keras 3 layers; their tf-keras
+twins, with the same names and behaviour, are made from the same mixins on
+first use (`tf_keras_layers`). `TrainableInitialState.for_layer(rnn)` and
 `TrainableInitialStateRNN(rnn)` return a layer of `rnn`'s generation.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
-import tensorflow as tf
 
-from rnn_state_rewriter.generation import Generation, adapter, adapter_for, generation_of
+from rnn_state_rewriter._ops import GenerationOps, ops
+from rnn_state_rewriter.generation import Generation, generation_of
 from rnn_state_rewriter.states import (
     Shape,
     flatten_shapes,
     map_shapes,
     pack_like,
+    recurrent_kind,
     state_shapes,
 )
 
-__all__ = ["TrainableInitialState", "TrainableInitialStateRNN", "SequenceMask"]
+__all__ = ["TrainableInitialState", "TrainableInitialStateRNN", "SequenceMask", "layer_classes"]
 
 PACKAGE = "rnn_state_rewriter"
 
@@ -69,23 +72,91 @@ def add_state_variables(
 
 
 def broadcast_states(
+    generation_ops: GenerationOps,
     variables: list[Any],
     structure: Any,
     inputs: Any,
     batch_axis: int,
     dtype: Any,
-    noise: Callable[[Any, Any], Any] | None = None,
+    noise: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """The state variables cast to `dtype`, broadcast to the batch of `inputs`, nested as `structure`."""
-    batch_size = tf.shape(tf.nest.flatten(inputs)[0])[batch_axis]
+    """The state variables cast to `dtype`, broadcast to the batch of `inputs`, nested as `structure`.
+
+    `noise`, if given, maps each broadcast state to the noise added to it.
+    """
+    batch_size = generation_ops.batch_size(inputs, batch_axis)
     states = []
     for variable, shape in zip(variables, flatten_shapes(structure), strict=True):
-        state = tf.cast(tf.convert_to_tensor(variable), dtype)
-        state = tf.broadcast_to(state[tf.newaxis], tf.concat([[batch_size], shape], 0))
+        state = generation_ops.broadcast_to_batch(variable, batch_size, shape, dtype)
         if noise is not None:
-            state = state + noise(tf.shape(state), state.dtype)
+            state = state + noise(state)
         states.append(state)
     return pack_like(structure, states)
+
+
+def distinct_initializers(initializers: list[Any]) -> list[Any]:
+    """Gives each state its own draw: a random initializer already used by an earlier state is re-seeded.
+
+    A Keras initializer object with a fixed seed (or, unseeded, with the seed it
+    drew when made) returns the same values on every call, so one object used for
+    every state would make them all equal. A later use gets a copy: with seed
+    `seed + 1`, `seed + 2`, ... (the first free one) if seeded, so a seeded
+    initializer stays reproducible; unseeded, a fresh copy that draws its own
+    seed (reproducible under `keras.utils.set_random_seed`). Initializers without
+    a seed (zeros, ones, constants) are left as they are.
+    """
+    used: set[Any] = set()
+    result = []
+    for initializer in initializers:
+        config = initializer.get_config() if hasattr(initializer, "get_config") else {}
+        if "seed" not in config:
+            result.append(initializer)
+            continue
+        key = _seed_key(initializer, config)
+        if key in used:
+            if config["seed"] is None:
+                initializer = type(initializer).from_config(config)
+            else:
+                seed = config["seed"]
+                while _seed_key(initializer, {**config, "seed": seed}) in used:
+                    seed += 1
+                initializer = type(initializer).from_config({**config, "seed": seed})
+            config = initializer.get_config()
+            key = _seed_key(initializer, config)
+        used.add(key)
+        result.append(initializer)
+    return result
+
+
+def _seed_key(initializer: Any, config: dict[str, Any]) -> Any:
+    """What makes two initializers draw the same values: the object if unseeded, else class and config."""
+    if config.get("seed") is None:
+        return id(initializer)
+    return (type(initializer), tuple(sorted((key, repr(value)) for key, value in config.items())))
+
+
+def known_state_count(layer: Any) -> int | None:
+    """The number of states of a recurrent layer, where its cells say so before it is built.
+
+    Counts `cell.state_size` entries (an int is one state, a list one per entry,
+    nested lists recursively); None where the cell does not say (Keras 3
+    ConvLSTM's `-1`, shapes, custom objects): then it is known only once built.
+    """
+    if recurrent_kind(layer) == "bidirectional":
+        counts = [known_state_count(layer.forward_layer), known_state_count(layer.backward_layer)]
+        return None if None in counts else sum(c for c in counts if c is not None)
+    return _count_states(getattr(getattr(layer, "cell", None), "state_size", None))
+
+
+def _count_states(size: Any) -> int | None:
+    if isinstance(size, bool):
+        return None
+    if isinstance(size, int):
+        return 1 if size > 0 else None
+    if isinstance(size, (list, tuple)) and size:
+        counts = [_count_states(entry) for entry in size]
+        return None if None in counts else sum(c for c in counts if c is not None)
+    return None
 
 
 def _first_shape(shape: Any) -> tuple[Any, ...]:
@@ -97,7 +168,7 @@ def _first_shape(shape: Any) -> tuple[Any, ...]:
     return tuple(shape) if shape is not None else ()
 
 
-def _serialize_each(api: ModuleType, kind: str, values: list[Any]) -> list[Any]:
+def _serialize_each(api: Any, kind: str, values: list[Any]) -> list[Any]:
     module = getattr(api, kind)
     return [module.serialize(module.get(value)) for value in values]
 
@@ -105,7 +176,7 @@ def _serialize_each(api: ModuleType, kind: str, values: list[Any]) -> list[Any]:
 class TrainableInitialStateMixin:
     """The behaviour of `TrainableInitialState`, shared by both generations."""
 
-    _api: ModuleType  # the Keras package of the concrete class
+    _ops: GenerationOps  # the tensor operations of the concrete class's generation
     name: str  # from the Keras base class
 
     def __init__(
@@ -131,18 +202,20 @@ class TrainableInitialStateMixin:
                 f"an LSTM(64). Received: state_shapes={state_shapes!r}"
             )
         owner = f"layer '{self.name}'"
-        api = self._api
+        api = self._ops.api
         self.state_shapes = shapes
-        self.initializers = [
-            api.initializers.get(v)
-            for v in per_state("zeros" if initializer is None else initializer, count, "initializer", owner)
-        ]
+        self.initializers = distinct_initializers(
+            [
+                api.initializers.get(v)
+                for v in per_state("zeros" if initializer is None else initializer, count, "initializer", owner)
+            ],
+        )
         self.regularizers = [api.regularizers.get(v) for v in per_state(regularizer, count, "regularizer", owner)]
         self.constraints = [api.constraints.get(v) for v in per_state(constraint, count, "constraint", owner)]
         self.noise_stddev = check_noise_stddev(noise_stddev, owner)
         self.batch_axis = int(batch_axis)
         self.supports_masking = True
-        self._noise_source = self._make_noise_source() if self.noise_stddev else None
+        self._noise_source = self._ops.noise_source() if self.noise_stddev else None
         self.state_variables: list[Any] = []
 
     @classmethod
@@ -161,9 +234,12 @@ class TrainableInitialStateMixin:
         Shapes, nesting, batch axis and dtype policy all come from `layer`.
         `initializer`, `regularizer` and `constraint` are a single value for every
         state, or a list with one entry per state (forward then backward for
-        `Bidirectional`, flattened for stacked cells).
+        `Bidirectional`, flattened for stacked cells). Returns an instance of
+        `cls` when `cls` is of `layer`'s generation (so subclasses can use it),
+        else the `TrainableInitialState` of `layer`'s generation.
         """
-        adapter_module = adapter_for(layer)
+        generation = generation_of(layer)
+        target = cls if generation_of(cls) is generation else layer_classes(generation).state
         shapes = state_shapes(layer)
         count = len(flatten_shapes(shapes))
         owner = f"layer '{layer.name}'"
@@ -173,7 +249,7 @@ class TrainableInitialStateMixin:
             ("constraint", constraint),
         ):
             per_state(value, count, argument, owner)
-        return adapter_module.TrainableInitialState(
+        return target(
             shapes,
             initializer=initializer,
             regularizer=regularizer,
@@ -198,6 +274,7 @@ class TrainableInitialStateMixin:
     def call(self, inputs: Any, training: Any = None) -> Any:
         noise = self._noise if training and self.noise_stddev else None
         return broadcast_states(
+            self._ops,
             self.state_variables,
             self.state_shapes,
             inputs,
@@ -217,25 +294,23 @@ class TrainableInitialStateMixin:
     def get_config(self) -> dict[str, Any]:
         config = {
             "state_shapes": map_shapes(list, self.state_shapes),
-            "initializer": _serialize_each(self._api, "initializers", self.initializers),
-            "regularizer": _serialize_each(self._api, "regularizers", self.regularizers),
-            "constraint": _serialize_each(self._api, "constraints", self.constraints),
+            "initializer": _serialize_each(self._ops.api, "initializers", self.initializers),
+            "regularizer": _serialize_each(self._ops.api, "regularizers", self.regularizers),
+            "constraint": _serialize_each(self._ops.api, "constraints", self.constraints),
             "noise_stddev": self.noise_stddev,
             "batch_axis": self.batch_axis,
         }
         return {**super().get_config(), **config}  # type: ignore[misc]
 
-    def _make_noise_source(self) -> Any:
-        return None
-
-    def _noise(self, shape: Any, dtype: Any) -> Any:
-        return tf.random.normal(shape, stddev=self.noise_stddev, dtype=dtype)
+    def _noise(self, state: Any) -> Any:
+        return self._ops.normal(state, self.noise_stddev, self._noise_source)
 
 
 class TrainableInitialStateRNNMixin:
     """The behaviour of `TrainableInitialStateRNN`, shared by both generations."""
 
-    _api: ModuleType
+    _ops: GenerationOps
+    gives_trainable_initial_state = True  # how `states.recurrent_kind` tells it from other wrappers
 
     def __init__(
         self,
@@ -246,7 +321,7 @@ class TrainableInitialStateRNNMixin:
         constraint: Any = None,
         **kwargs: Any,
     ) -> None:
-        kind = adapter_for(layer).recurrent_kind(layer)
+        kind = recurrent_kind(layer)
         if kind not in ("rnn", "bidirectional"):
             raise TypeError(
                 "Argument `layer` of `TrainableInitialStateRNN` must be a recurrent "
@@ -255,6 +330,9 @@ class TrainableInitialStateRNNMixin:
                 f"{type(layer).__name__}"
             )
         super().__init__(layer, **kwargs)  # type: ignore[call-arg]
+        count = known_state_count(layer)
+        if count is not None:  # else checked at build, once the layer knows its states
+            self._per_state_options(layer, count, initializer, regularizer, constraint)
         self.initializer = "zeros" if initializer is None else initializer
         self.regularizer = regularizer
         self.constraint = constraint
@@ -268,15 +346,7 @@ class TrainableInitialStateRNNMixin:
             layer.build(sequences_shape)
         self._state_shapes = state_shapes(layer)
         count = len(flatten_shapes(self._state_shapes))
-        owner = f"layer '{layer.name}'"
-        api = self._api
-        options = {}
-        for argument, kind, value in (
-            ("initializer", "initializers", self.initializer),
-            ("regularizer", "regularizers", self.regularizer),
-            ("constraint", "constraints", self.constraint),
-        ):
-            options[argument] = [getattr(api, kind).get(v) for v in per_state(value, count, argument, owner)]
+        options = self._per_state_options(layer, count, self.initializer, self.regularizer, self.constraint)
         # Created after the wrapped layer's weights, in order: the same seed gives
         # the same values as `trainable-initial-state-rnn`.
         self.state_variables = add_state_variables(
@@ -288,6 +358,26 @@ class TrainableInitialStateRNNMixin:
         )
         self.built = True
 
+    def _per_state_options(
+        self, layer: Any, count: int, initializer: Any, regularizer: Any, constraint: Any
+    ) -> dict[str, list[Any]]:
+        """One initializer, regularizer and constraint per state (each state its own draw).
+
+        Raises:
+            ValueError: if a per-state list does not have `count` entries.
+        """
+        owner = f"layer '{layer.name}'"
+        api = self._ops.api
+        options = {}
+        for argument, kind, value in (
+            ("initializer", "initializers", "zeros" if initializer is None else initializer),
+            ("regularizer", "regularizers", regularizer),
+            ("constraint", "constraints", constraint),
+        ):
+            options[argument] = [getattr(api, kind).get(v) for v in per_state(value, count, argument, owner)]
+        options["initializer"] = distinct_initializers(options["initializer"])
+        return options
+
     def call(
         self,
         sequences: Any,
@@ -298,6 +388,7 @@ class TrainableInitialStateRNNMixin:
         layer: Any = self.layer  # type: ignore[attr-defined]
         if initial_state is None:
             initial_state = broadcast_states(
+                self._ops,
                 self.state_variables,
                 self._state_shapes,
                 sequences,
@@ -305,9 +396,9 @@ class TrainableInitialStateRNNMixin:
                 layer.compute_dtype,
             )
         else:  # tf-keras accepts tensors only
-            initial_state = tf.nest.map_structure(tf.convert_to_tensor, initial_state)
+            initial_state = self._ops.map_structure(self._ops.to_tensor, initial_state)
         if mask is None:
-            mask = getattr(sequences, "_keras_mask", None)
+            mask = self._ops.mask_of(sequences)
         return layer(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def compute_output_shape(self, sequences_shape: Any, initial_state_shape: Any = None) -> Any:
@@ -319,8 +410,8 @@ class TrainableInitialStateRNNMixin:
     def get_config(self) -> dict[str, Any]:
         def serialize(kind: str, value: Any) -> Any:
             if isinstance(value, (list, tuple)):
-                return _serialize_each(self._api, kind, list(value))
-            return _serialize_each(self._api, kind, [value])[0]
+                return _serialize_each(self._ops.api, kind, list(value))
+            return _serialize_each(self._ops.api, kind, [value])[0]
 
         config = {
             "initializer": serialize("initializers", self.initializer),
@@ -385,13 +476,7 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer):
     ```
     """
 
-    _api = keras
-
-    def _make_noise_source(self) -> Any:
-        return keras.random.SeedGenerator()
-
-    def _noise(self, shape: Any, dtype: Any) -> Any:
-        return keras.random.normal(shape, stddev=self.noise_stddev, dtype=dtype, seed=self._noise_source)
+    _ops = ops(Generation.KERAS3)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -427,7 +512,9 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
 
     Raises:
         TypeError: if `layer` is not a recurrent Keras layer.
-        ValueError: if a per-state list has the wrong length (at build time).
+        ValueError: if a per-state list has the wrong length: at construction
+            where the layer's cells say how many states they have (LSTM, GRU,
+            SimpleRNN, cells with an int or list `state_size`), else at build.
 
     Example:
 
@@ -447,7 +534,7 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
     ```
     """
 
-    _api = keras
+    _ops = ops(Generation.KERAS3)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         layer = args[0] if args else kwargs.get("layer")
@@ -457,7 +544,7 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
             and not isinstance(layer, dict)
             and generation_of(layer) is Generation.TF_KERAS
         ):
-            return adapter(Generation.TF_KERAS).TrainableInitialStateRNN(*args, **kwargs)
+            return layer_classes(Generation.TF_KERAS).rnn(*args, **kwargs)
         return super().__new__(cls, *args, **kwargs)
 
 
@@ -477,7 +564,7 @@ class SequenceMask(keras.layers.Layer):
     ```python
     >>> import keras, numpy as np
     >>> x = keras.layers.Embedding(5, 2, mask_zero=True)(np.array([[1, 0]]))
-    >>> SequenceMask()(x).numpy().tolist()
+    >>> keras.ops.convert_to_numpy(SequenceMask()(x)).tolist()
     [[True, False]]
 
     ```
@@ -489,11 +576,48 @@ class SequenceMask(keras.layers.Layer):
 
     def call(self, inputs: Any, mask: Any = None) -> Any:
         if mask is None:
-            return tf.ones(tf.shape(inputs)[:2], dtype="bool")
-        return tf.convert_to_tensor(mask)
+            return keras.ops.ones(keras.ops.shape(inputs)[:2], dtype="bool")
+        return keras.ops.convert_to_tensor(mask)
 
     def compute_output_spec(self, inputs: Any, mask: Any = None) -> Any:
         return keras.KerasTensor(tuple(inputs.shape[:2]), dtype="bool")
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> None:
         return None
+
+
+class LayerClasses(NamedTuple):
+    """The two public layer classes of one Keras generation."""
+
+    state: type[Any]  # TrainableInitialState
+    rnn: type[Any]  # TrainableInitialStateRNN
+
+
+def layer_classes(generation: Generation) -> LayerClasses:
+    """The `TrainableInitialState` and `TrainableInitialStateRNN` classes of a generation.
+
+    The tf-keras classes are made on first use, which imports `tf_keras`.
+    """
+    if generation is Generation.KERAS3:
+        return LayerClasses(TrainableInitialState, TrainableInitialStateRNN)
+    return _tf_keras_layer_classes()
+
+
+@functools.cache
+def _tf_keras_layer_classes() -> LayerClasses:
+    """The tf-keras twins: the same mixins on tf-keras base classes, registered so saved models load."""
+    import tf_keras
+
+    register = tf_keras.saving.register_keras_serializable(package=PACKAGE)
+    common = {"__module__": __name__, "_ops": ops(Generation.TF_KERAS)}
+    state = type(
+        "TrainableInitialState",
+        (TrainableInitialStateMixin, tf_keras.layers.Layer),
+        {**common, "__doc__": "tf-keras twin of `rnn_state_rewriter.TrainableInitialState`."},
+    )
+    rnn = type(
+        "TrainableInitialStateRNN",
+        (TrainableInitialStateRNNMixin, tf_keras.layers.Wrapper),
+        {**common, "__doc__": "tf-keras twin of `rnn_state_rewriter.TrainableInitialStateRNN`."},
+    )
+    return LayerClasses(register(state), register(rnn))

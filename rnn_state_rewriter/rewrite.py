@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rnn_state_rewriter.generation import Generation, adapter_for, generation_of
+from rnn_state_rewriter._adapter import Adapter, adapter_for
+from rnn_state_rewriter.generation import Generation, generation_of
 from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, per_state
 from rnn_state_rewriter.states import flatten_shapes, state_shapes
 
@@ -40,7 +41,7 @@ LayerSelection = None | str | type | Sequence[str | type] | Callable[[Any], bool
 # ----------------------------------------------------------------------------
 
 
-def _model_adapter(model: Any) -> ModuleType:
+def _model_adapter(model: Any) -> Adapter:
     """The adapter of a rewritable model, or the error that says why it is not one."""
     supported = "Supported: a built Functional or Sequential model of `keras` (Keras 3) or `tf_keras`."
     try:
@@ -77,7 +78,7 @@ def _has_inputs(model: Any) -> bool:
         return False
 
 
-def _is_graph_model(adapter: ModuleType, layer: Any) -> bool:
+def _is_graph_model(adapter: Adapter, layer: Any) -> bool:
     return bool(adapter.is_functional(layer) or adapter.is_sequential(layer))
 
 
@@ -105,7 +106,7 @@ def recurrent_layers(model: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def _layers_in_tree(adapter: ModuleType, model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+def _layers_in_tree(adapter: Adapter, model: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """Every layer of a model and of its nested submodels, once each, with its submodel prefix."""
     found: list[tuple[str, Any]] = []
     seen: set[int] = set()
@@ -155,7 +156,7 @@ class _Site:
     path: str
     runtime_mask: bool
 
-    def call_plain(self, adapter: ModuleType) -> Any:
+    def call_plain(self, adapter: Adapter) -> Any:
         """Calls the new layer as the original call site did."""
         for value in adapter.flatten_tensors((self.args, self.kwargs)):
             if value is MISSING:
@@ -187,7 +188,7 @@ class _Rebuild:
 
     def __init__(
         self,
-        adapter: ModuleType,
+        adapter: Adapter,
         on_call: Callable[[_Site], Any],
         substitute: Callable[[Any], Any] = lambda layer: layer,
     ) -> None:
@@ -507,20 +508,20 @@ def add_trainable_initial_states(
     return new_model
 
 
-def _is_stateful(adapter: ModuleType, layer: Any) -> bool:
+def _is_stateful(adapter: Adapter, layer: Any) -> bool:
     if adapter.recurrent_kind(layer) == "bidirectional":
         return bool(getattr(layer.forward_layer, "stateful", False))
     return bool(getattr(layer, "stateful", False))
 
 
-def _freeze_all_but_states(adapter: ModuleType, model: Any) -> None:
+def _freeze_all_but_states(adapter: Adapter, model: Any) -> None:
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, (adapter.keras_api.Model, adapter.TrainableInitialState)):
             continue
         layer.trainable = False
 
 
-def _state_layer_feeding(adapter: ModuleType, layer: Any, args: Any, kwargs: Any) -> Any:
+def _state_layer_feeding(adapter: Adapter, layer: Any, args: Any, kwargs: Any) -> Any:
     """The `TrainableInitialState` whose outputs are a call site's whole `initial_state`, or None."""
     _, _, passed = adapter.split_initial_state(layer, args, kwargs)
     if passed is None:

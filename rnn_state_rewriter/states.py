@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rnn_state_rewriter.generation import adapter_for
+from rnn_state_rewriter._ops import ops_for
 
 __all__ = [
     "Shape",
     "StateShapes",
+    "recurrent_kind",
     "is_recurrent",
     "state_shapes",
     "flatten_shapes",
@@ -30,14 +31,33 @@ Shape = tuple[int, ...]
 StateShapes = Shape | list[Any]  # a shape, or a nested list of them
 
 
+def recurrent_kind(layer: Any) -> str | None:
+    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers.
+
+    `"trainable"` is a `TrainableInitialStateRNN` of either generation, which
+    says so with a class attribute (this module sits below the layers).
+
+    Raises:
+        TypeError: if `layer` is not a Keras object.
+    """
+    layers = ops_for(layer).api.layers
+    if getattr(layer, "gives_trainable_initial_state", False):
+        return "trainable"
+    if isinstance(layer, layers.Bidirectional):
+        return "bidirectional"
+    if isinstance(layer, layers.RNN):
+        return "rnn"
+    return None
+
+
 def is_recurrent(layer: Any) -> bool:
     """Whether `layer` is a recurrent layer: `RNN` (any subclass) or `Bidirectional`."""
-    return adapter_for(layer).recurrent_kind(layer) is not None
+    return recurrent_kind(layer) is not None
 
 
 def describe_kind(layer: Any) -> str:
     """A short name for the kind of recurrent layer, e.g. `LSTM` or `Bidirectional(GRU)`."""
-    if adapter_for(layer).recurrent_kind(layer) == "bidirectional":
+    if recurrent_kind(layer) == "bidirectional":
         return f"Bidirectional({type(layer.forward_layer).__name__})"
     return type(layer).__name__
 
@@ -68,8 +88,9 @@ def state_shapes(layer: Any) -> list[Any]:
 
     ```
     """
-    adapter = adapter_for(layer)
-    kind = adapter.recurrent_kind(layer)
+    kind = recurrent_kind(layer)
+    if kind == "trainable":
+        return state_shapes(layer.layer)
     if kind is None:
         raise TypeError(
             f"Layer '{getattr(layer, 'name', layer)}' is not a recurrent layer: "
@@ -83,8 +104,8 @@ def state_shapes(layer: Any) -> list[Any]:
         )
     if kind == "bidirectional":
         return state_shapes(layer.forward_layer) + state_shapes(layer.backward_layer)
-    zeros = adapter.zero_state(layer)
-    shapes = adapter.map_tensors(lambda t: tuple(t.shape[1:]), zeros)
+    ops = ops_for(layer)
+    shapes = ops.map_structure(lambda t: tuple(t.shape[1:]), ops.zero_state(layer))
     for shape in flatten_shapes(shapes):
         if any(dim is None for dim in shape):
             raise ValueError(

@@ -1,0 +1,119 @@
+"""The adapter interface, and the adapter of each Keras generation.
+
+Keras 3 and tf-keras walk and rebuild a functional graph differently. Those
+differences live in two modules that satisfy the `Adapter` protocol below,
+`rnn_state_rewriter._keras3` and `rnn_state_rewriter._tf_keras` (mypy checks
+both against it). The rewrite and the command line are written once against
+`Adapter` and get the right module from `adapter_for(model)`.
+
+Imports flow one way: `generation` <- `_ops` <- `states` <- `layers` <- the
+adapters <- this module <- `rewrite`. Nothing below this module imports it,
+and `_tf_keras` (hence `tf_keras` and TensorFlow) is imported only when a
+tf-keras object is seen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from rnn_state_rewriter.generation import Generation, generation_of
+
+__all__ = ["Adapter", "adapter", "adapter_for"]
+
+CallSite = tuple[Any, tuple[Any, ...], dict[str, Any], list[Any]]
+
+
+class Adapter(Protocol):
+    """What the rewrite needs from a Keras generation: its classes and its graph."""
+
+    @property
+    def keras_api(self) -> ModuleType:
+        """The Keras package: `keras` or `tf_keras`."""
+        ...
+
+    @property
+    def TrainableInitialState(self) -> type[Any]:  # noqa: N802 (a class)
+        """The generation's `TrainableInitialState` class."""
+        ...
+
+    @property
+    def TrainableInitialStateRNN(self) -> type[Any]:  # noqa: N802 (a class)
+        """The generation's `TrainableInitialStateRNN` class."""
+        ...
+
+    @property
+    def SafeModeScope(self) -> Callable[..., Any]:  # noqa: N802 (a class)
+        """The generation's Keras safe-mode context manager."""
+        ...
+
+    @property
+    def map_tensors(self) -> Callable[..., Any]:
+        """`map_structure` over nested tensors."""
+        ...
+
+    @property
+    def flatten_tensors(self) -> Callable[[Any], list[Any]]:
+        """`flatten` of nested tensors."""
+        ...
+
+    def recurrent_kind(self, layer: Any) -> str | None: ...
+
+    def is_keras_tensor(self, value: Any) -> bool: ...
+
+    def is_functional(self, model: Any) -> bool: ...
+
+    def is_sequential(self, model: Any) -> bool: ...
+
+    def call_sites(self, model: Any) -> Iterator[CallSite]: ...
+
+    def model_inputs(self, model: Any) -> Any: ...
+
+    def model_outputs(self, model: Any) -> Any: ...
+
+    def split_initial_state(
+        self, layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], Any]: ...
+
+    def call_with_initial_state(
+        self,
+        layer: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        states: Any,
+        *,
+        runtime_mask: bool = False,
+    ) -> Any: ...
+
+    def compile_like(self, new: Any, old: Any) -> None: ...
+
+    def uses_masks(self, model: Any) -> bool: ...
+
+
+_ADAPTER_MODULES = {
+    Generation.KERAS3: "rnn_state_rewriter._keras3",
+    Generation.TF_KERAS: "rnn_state_rewriter._tf_keras",
+}
+
+
+def adapter(generation: Generation) -> Adapter:
+    """Returns the adapter module of a generation, importing it on first use."""
+    return cast(Adapter, importlib.import_module(_ADAPTER_MODULES[generation]))
+
+
+def adapter_for(obj: Any, *, argument: str = "layer") -> Adapter:
+    """Returns the adapter module of the generation `obj` belongs to.
+
+    Raises:
+        TypeError: if `obj` is not a Keras object.
+    """
+    return adapter(generation_of(obj, argument=argument))
+
+
+if TYPE_CHECKING:  # mypy checks that both adapter modules satisfy the protocol
+    from rnn_state_rewriter import _keras3, _tf_keras
+
+    _KERAS3: Adapter = _keras3
+    _TF_KERAS: Adapter = _tf_keras
