@@ -1,30 +1,76 @@
-"""Shared fixtures: the Keras generation every behaviour is checked under."""
+"""Shared fixtures: the Keras generation and backend every behaviour is checked under.
+
+The tests run on the Keras 3 backend `KERAS_BACKEND` names (TensorFlow when
+unset and installed; else the first of torch and jax installed). Which tests run
+where is decided here, in one place:
+
+- `K` gives `keras` (Keras 3) on every backend, and `tf_keras` only on the
+  TensorFlow backend (tf-keras runs on TensorFlow whatever Keras 3's backend is,
+  so checking it once is enough).
+- Tests marked `tensorflow`, and the modules in `TENSORFLOW_ONLY_MODULES`, use
+  TensorFlow-only features (SavedModel and TFLite export, `tf.distribute`); they
+  are skipped on other backends, and not even collected without TensorFlow.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the tests' own environment, not the package's
 
-import numpy as np
-import pytest
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+TENSORFLOW_INSTALLED = _installed("tensorflow")
+if "KERAS_BACKEND" not in os.environ and not TENSORFLOW_INSTALLED:  # Keras 3 would try TensorFlow and fail
+    os.environ["KERAS_BACKEND"] = next((b for b in ("torch", "jax") if _installed(b)), "numpy")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.config.backend()
 GENERATIONS = ["keras3", "tf_keras"]
+TENSORFLOW_ONLY_MODULES = ["test_export.py"]  # they import TensorFlow at the top
+
+if not TENSORFLOW_INSTALLED:
+    collect_ignore = TENSORFLOW_ONLY_MODULES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--slow", action="store_true", help="property tests with 500 examples per generation")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tensorflow: needs the TensorFlow backend (a TensorFlow-only feature)")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    skipped = "" if TENSORFLOW_INSTALLED else f"; TensorFlow not installed, not collected: {TENSORFLOW_ONLY_MODULES}"
+    return f"Keras {keras.__version__}, backend: {BACKEND}{skipped}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow-only feature; this run's Keras backend is {BACKEND}")
+    for item in items:
+        if "tensorflow" in item.keywords or item.path.name in TENSORFLOW_ONLY_MODULES:
+            item.add_marker(skip)
+
+
 @pytest.fixture(params=GENERATIONS, scope="session")
 def K(request: pytest.FixtureRequest) -> types.ModuleType:
-    """The Keras package of one generation: `keras` (Keras 3) or `tf_keras`."""
+    """The Keras package of one generation: `keras` (Keras 3) or `tf_keras` (TensorFlow backend only)."""
     if request.param == "keras3":
-        import keras as api
-    else:
-        api = pytest.importorskip("tf_keras")
-    return api
+        return keras
+    if BACKEND != "tensorflow":
+        pytest.skip(f"tf-keras is checked in the TensorFlow-backend run (this run: {BACKEND})")
+    return pytest.importorskip("tf_keras")
 
 
 @pytest.fixture
@@ -59,6 +105,60 @@ def variable_ids(model) -> set[int]:
 
 def snapshot(model) -> list[np.ndarray]:
     return [np.array(w) for w in model.get_weights()]
+
+
+def to_numpy(value) -> np.ndarray:
+    """A tensor of any backend (a torch tensor that requires grad too) as a numpy array."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def as_tensor(K: types.ModuleType, value):
+    """A numpy array as a tensor of the generation's backend."""
+    if K.__name__ == "keras":
+        return K.ops.convert_to_tensor(value)
+    import tensorflow as tf
+
+    return tf.constant(value)
+
+
+def gradients(model, inputs, variables) -> list:
+    """The gradients of the mean square of every output of `model(inputs)` with respect to `variables`.
+
+    Computed the way each backend's trainer computes them (a tape on TensorFlow,
+    `jax.grad` of a stateless call on JAX, `backward()` on PyTorch). A variable
+    whose gradient was cut (or never reached) gives None.
+    """
+    if model.__module__.startswith("tf_keras") or BACKEND == "tensorflow" or not hasattr(model, "stateless_call"):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            outputs = tf.nest.flatten(model(inputs, training=False))
+            loss = tf.add_n([tf.reduce_mean(tf.square(tf.cast(o, "float32"))) for o in outputs])
+        return [None if g is None else to_numpy(g) for g in tape.gradient(loss, variables)]
+
+    def mean_square(outputs):
+        return sum(keras.ops.mean(keras.ops.square(keras.ops.cast(o, "float32"))) for o in keras.tree.flatten(outputs))
+
+    if BACKEND == "jax":
+        import jax
+
+        trainable = model.trainable_variables
+        positions = [next(i for i, v in enumerate(trainable) if v is variable) for variable in variables]
+
+        def loss(values):
+            outputs, _ = model.stateless_call(
+                values, [v.value for v in model.non_trainable_variables], inputs, training=False
+            )
+            return mean_square(outputs)
+
+        grads = jax.grad(loss)([v.value for v in trainable])
+        return [to_numpy(grads[i]) for i in positions]
+    for variable in model.trainable_variables:
+        variable.value.grad = None
+    mean_square(model(inputs, training=False)).backward()
+    return [None if v.value.grad is None else to_numpy(v.value.grad) for v in variables]
 
 
 def assert_same_weights(before: list[np.ndarray], after: list[np.ndarray]) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+import keras
 import numpy as np
 import pytest
-from conftest import seed
+from conftest import as_tensor, gradients, seed, to_numpy
 
 from rnn_state_rewriter import (
     TrainableInitialState,
@@ -39,10 +40,8 @@ class NestedStateCell:
                 return out, [out, [a + 1.0, b + 1.0]]
 
             def get_initial_state(self, batch_size=None, inputs=None, dtype=None):
-                import tensorflow as tf
-
-                dtype = dtype or self.compute_dtype
-                zeros = [tf.zeros((batch_size, size), dtype) for size in (4, 2, 3)]
+                dtype = getattr(dtype or self.compute_dtype, "name", dtype or self.compute_dtype)  # tf.float32
+                zeros = [as_tensor(K, np.zeros((batch_size, size), dtype)) for size in (4, 2, 3)]
                 return [zeros[0], zeros[1:]]
 
         return Cell()
@@ -93,6 +92,11 @@ def _data(shape, batch=3):
     return np.random.default_rng(1).normal(size=(batch, *shape)).astype("float32")
 
 
+def _dtype_name(tensor) -> str:
+    """`float16` for a tensor of any backend (torch says `torch.float16`)."""
+    return str(getattr(tensor.dtype, "name", tensor.dtype)).removeprefix("torch.")
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_state_shapes_and_weights_for_each_recurrent_kind(K, is_keras3, kind):
     make, in_shape, expected = KINDS[kind]
@@ -108,9 +112,7 @@ def test_state_shapes_and_weights_for_each_recurrent_kind(K, is_keras3, kind):
     assert [v.name.split("/")[-1].split(":")[0] for v in states.weights] == [
         f"initial_state_{i}" for i in range(len(_flat(expected(is_keras3))))
     ]
-    import tensorflow as tf
-
-    flat_out = [tuple(t.shape) for t in tf.nest.flatten(outputs)]
+    flat_out = [tuple(t.shape) for t in keras.tree.flatten(outputs)]
     assert flat_out == [(3, *s) for s in _flat(expected(is_keras3))]
 
 
@@ -120,12 +122,12 @@ def test_wrapper_at_zero_init_equals_the_plain_layer(K, kind):
     seed(K)
     plain = make(K)
     x = _data(in_shape)
-    expected = np.array(plain(x))
+    expected = to_numpy(plain(x))
     wrapped = TrainableInitialStateRNN(make(K))
     got = wrapped(x)
     wrapped.layer.set_weights(plain.get_weights())
     got = wrapped(x)
-    np.testing.assert_allclose(np.array(got), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6, atol=1e-6)
     assert len(wrapped.state_variables) == len(_flat(state_shapes(plain)))
 
 
@@ -161,12 +163,12 @@ def test_call_time_initial_state_wins(K):
     seed(K)
     wrapped = TrainableInitialStateRNN(K.layers.GRU(3), initializer="ones")
     x = _data((4, 2))
-    own = np.array(wrapped(x))
-    given = np.array(wrapped(x, initial_state=[np.zeros((3, 3), "float32")]))
+    own = to_numpy(wrapped(x))
+    given = to_numpy(wrapped(x, initial_state=[np.zeros((3, 3), "float32")]))
     plain = K.layers.GRU(3)
     plain(x)
     plain.set_weights(wrapped.layer.get_weights())
-    np.testing.assert_allclose(given, np.array(plain(x)), atol=1e-6)
+    np.testing.assert_allclose(given, to_numpy(plain(x)), atol=1e-6)
     assert np.abs(own - given).max() > 1e-3
 
 
@@ -181,20 +183,18 @@ def test_masked_steps_are_skipped_exactly_as_the_plain_layer_skips_them(K):
     got = model.predict(tokens, verbose=0)
 
     plain = K.layers.LSTM(4)
-    emb = np.array(embedding(tokens))
-    import tensorflow as tf
-
-    states = [tf.constant(np.repeat(np.array(v)[None], 2, 0)) for v in wrapped.state_variables]
+    emb = to_numpy(embedding(tokens))
+    states = [as_tensor(K, np.repeat(np.array(v)[None], 2, 0)) for v in wrapped.state_variables]
     plain(emb, initial_state=states)
     plain.set_weights(wrapped.layer.get_weights())
-    expected = np.array(plain(emb, initial_state=states, mask=tokens != 0))
+    expected = to_numpy(plain(emb, initial_state=states, mask=as_tensor(K, tokens != 0)))
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # The padded steps matter when not masked, so the comparison above can fail.
-    unmasked = np.array(plain(emb, initial_state=states))
+    unmasked = to_numpy(plain(emb, initial_state=states))
     assert np.abs(unmasked - expected).max() > 1e-4
     # Each row equals the same row without its padding.
     for row, length in ((0, 3), (1, 2)):
-        short = np.array(plain(emb[row : row + 1, :length], initial_state=[s[:1] for s in states]))
+        short = to_numpy(plain(emb[row : row + 1, :length], initial_state=[s[:1] for s in states]))
         np.testing.assert_allclose(got[row : row + 1], short, atol=1e-5)
 
 
@@ -206,10 +206,10 @@ def test_mixed_precision_keeps_float32_variables_and_float16_outputs(K):
     )
     wrapped = model.layers[0]
     assert all(v.dtype == "float32" or getattr(v.dtype, "name", "") == "float32" for v in wrapped.state_variables)
-    assert wrapped(_data((5, 3))).dtype == "float16"
+    assert _dtype_name(wrapped(_data((5, 3)))) == "float16"
     rnn = K.layers.LSTM(4)
     rnn.build((None, 5, 3))
-    assert all(s.dtype == "float16" for s in TrainableInitialState.for_layer(rnn)(_data((5, 3))))
+    assert all(_dtype_name(s) == "float16" for s in TrainableInitialState.for_layer(rnn)(_data((5, 3))))
     model.compile(K.optimizers.Adam(0.05), "mse")
     before = np.array(wrapped.state_variables[0])
     model.fit(_data((5, 3), 8), np.ones((8, 1)), epochs=2, verbose=0)
@@ -221,9 +221,10 @@ def test_noise_is_added_in_training_only(K):
     rnn.build((None, 4, 2))
     layer = TrainableInitialState.for_layer(rnn, initializer="ones", noise_stddev=0.5)
     x = _data((4, 2), batch=64)
-    np.testing.assert_array_equal(np.array(layer(x, training=False)[0]), np.ones((64, 3)))
-    noisy = np.array(layer(x, training=True)[0])
+    np.testing.assert_array_equal(to_numpy(layer(x, training=False)[0]), np.ones((64, 3)))
+    noisy = to_numpy(layer(x, training=True)[0])
     assert 0.3 < noisy.std() < 0.7
+    assert not np.array_equal(noisy, to_numpy(layer(x, training=True)[0])), "the same noise twice"
 
 
 def test_random_initializers_give_distinct_states(K):
@@ -234,6 +235,73 @@ def test_random_initializers_give_distinct_states(K):
         layer(_data((4, 2)))
         h, c = (np.array(v) for v in layer.state_variables)
         assert h.std() > 0 and c.std() > 0 and not np.array_equal(h, c)
+
+
+def _state_values(K, kind, initializer, wrapper):
+    """The initial values of every state of one kind of layer, made with `initializer`."""
+    make, in_shape, _ = KINDS[kind]
+    if wrapper:
+        layer = TrainableInitialStateRNN(make(K), initializer=initializer)
+        layer(_data(in_shape))
+    else:
+        rnn = make(K)
+        rnn.build((None, *in_shape))
+        layer = TrainableInitialState.for_layer(rnn, initializer=initializer)
+        layer(_data(in_shape))
+    return [np.array(v).ravel() for v in layer.state_variables]
+
+
+@pytest.mark.parametrize("wrapper", [False, True], ids=["TrainableInitialState", "TrainableInitialStateRNN"])
+@pytest.mark.parametrize("seeded", [False, True], ids=["unseeded", "seeded"])
+def test_one_initializer_object_gives_each_state_its_own_draw(K, wrapper, seeded):
+    """One `RandomNormal` object for every state used to give h = c = forward = backward."""
+
+    def initializer():
+        return K.initializers.RandomNormal(stddev=1.0, seed=5 if seeded else None)
+
+    seed(K, 1)
+    values = _state_values(K, "Bidirectional(LSTM)", initializer(), wrapper)
+    assert len(values) == 4
+    for i in range(4):
+        assert values[i].std() > 0.1
+        for j in range(i):
+            assert not np.allclose(values[i], values[j]), f"states {j} and {i} are equal"
+    seed(K, 1)
+    again = _state_values(K, "Bidirectional(LSTM)", initializer(), wrapper)
+    seed(K, 2)  # a seeded initializer does not depend on the global seed
+    other = _state_values(K, "Bidirectional(LSTM)", initializer(), wrapper)
+    for a, b, c in zip(values, again, other, strict=True):
+        np.testing.assert_array_equal(a, b)  # reproducible
+        assert np.array_equal(a, c) == seeded
+
+
+def test_a_list_repeating_one_seeded_initializer_still_gives_distinct_states(K):
+    init = K.initializers.GlorotUniform(seed=3)
+    h, c = _state_values(K, "LSTM", [init, init], wrapper=False)
+    assert not np.allclose(h, c)
+    first, _ = _state_values(K, "LSTM", [K.initializers.GlorotUniform(seed=3), "zeros"], wrapper=False)
+    np.testing.assert_array_equal(h, first)  # the first state keeps the seed it was given
+
+
+# The custom nested cell's extra states never reach its output, so they get no gradient.
+GRADIENT_KINDS = [kind for kind in KINDS if kind != "RNN(custom nested cell)"]
+
+
+@pytest.mark.parametrize("kind", GRADIENT_KINDS)
+def test_gradient_reaches_every_state_on_this_backend(K, kind):
+    """On PyTorch the states once came back as TensorFlow tensors: no gradient, silently."""
+    make, in_shape, _ = KINDS[kind]
+    seed(K)
+    inputs = K.Input(in_shape)
+    wrapped = TrainableInitialStateRNN(make(K), initializer="random_normal")
+    rnn = make(K)
+    rnn.build((None, *in_shape))
+    states = TrainableInitialState.for_layer(rnn, initializer="random_normal", noise_stddev=0.1)
+    model = K.Model(inputs, [wrapped(inputs), rnn(inputs, initial_state=states(inputs))])
+    variables = wrapped.state_variables + states.state_variables
+    for variable, gradient in zip(variables, gradients(model, _data(in_shape), variables), strict=True):
+        assert gradient is not None, f"no gradient reaches {variable.name}"
+        assert np.abs(gradient).max() > 0, f"a zero gradient reaches {variable.name}"
 
 
 def test_per_state_lists_apply_in_order(K):
@@ -280,7 +348,7 @@ def _formats(K):
     return ["keras", "h5", "savedmodel"]
 
 
-@pytest.mark.parametrize("fmt", ["keras", "h5", "savedmodel", "export"])
+@pytest.mark.parametrize("fmt", ["keras", "h5", "savedmodel", pytest.param("export", marks=pytest.mark.tensorflow)])
 def test_saved_model_predicts_the_same_after_reload(K, tmp_path, fmt):
     if fmt not in _formats(K):
         pytest.skip(f"{fmt} is not a format of {K.__name__}")
@@ -320,9 +388,38 @@ def test_per_state_list_of_wrong_length_names_both_counts(K):
     rnn.build((None, 4, 2))
     with pytest.raises(ValueError, match=r"my_lstm.*\(2\).*3 entries"):
         TrainableInitialState.for_layer(rnn, initializer=["ones", "zeros", "ones"])
-    wrapped = TrainableInitialStateRNN(K.layers.LSTM(3), regularizer=["l2"])
-    with pytest.raises(ValueError, match=r"\(2\).*1 entries"):
-        wrapped(_data((4, 2)))
+
+
+# kind -> number of states its cells declare before the layer is built
+COUNTED_AT_CONSTRUCTION = {
+    "SimpleRNN": 1,
+    "GRU": 1,
+    "LSTM": 2,
+    "RNN(custom nested cell)": 3,
+    "StackedRNNCells": 3,
+    "Bidirectional(LSTM)": 4,
+    "Bidirectional(GRU, backward 3)": 2,
+}
+
+
+@pytest.mark.parametrize("kind", list(COUNTED_AT_CONSTRUCTION))
+def test_wrapper_refuses_a_per_state_list_of_the_wrong_length_at_construction(K, kind):
+    count = COUNTED_AT_CONSTRUCTION[kind]
+    make, in_shape, expected = KINDS[kind]
+    for argument in ("initializer", "regularizer", "constraint"):
+        with pytest.raises(ValueError, match=rf"`{argument}`.*\({count}\).*{count + 1} entries"):
+            TrainableInitialStateRNN(make(K), **{argument: [None] * (count + 1)})
+    wrapped = TrainableInitialStateRNN(make(K), initializer=["ones"] * count)  # the right length is accepted
+    wrapped(_data(in_shape))
+    assert len(wrapped.state_variables) == count == len(_flat(expected(K.__name__ == "keras")))
+
+
+def test_wrapper_refuses_a_per_state_list_of_the_wrong_length_at_build_where_cells_do_not_say(K):
+    """Keras 3 ConvLSTM's cell says `state_size = -1`: the count is known once built."""
+    make, in_shape, _ = KINDS["ConvLSTM2D"]
+    with pytest.raises(ValueError, match=r"\(2\).*3 entries"):
+        wrapped = TrainableInitialStateRNN(make(K), initializer=["ones"] * 3)
+        wrapped(_data(in_shape))
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.1", True])
@@ -357,6 +454,7 @@ def test_empty_state_shapes_are_a_value_error():
 # ---------------------------------------------------------------- drop-in
 
 
+@pytest.mark.tensorflow
 def test_drop_in_for_trainable_initial_state_rnn_0_0_3(tmp_path):
     """Same weights (names, order, values for one seed) and outputs as the old package.
 
