@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the tests' own environment, not the package's
 
@@ -39,6 +42,39 @@ TENSORFLOW_ONLY_MODULES = ["test_export.py"]  # they import TensorFlow at the to
 
 if not TENSORFLOW_INSTALLED:
     collect_ignore = TENSORFLOW_ONLY_MODULES
+
+
+BACKENDS = ["tensorflow", "jax", "torch"]
+
+
+def python_for(backend: str) -> str | None:
+    """The Python interpreter that runs a Keras backend in a subprocess, or None.
+
+    This one if the backend is installed here, else the interpreter named by
+    `RSR_PYTHON_<BACKEND>` (`.ci/run` names its TensorFlow-free PyTorch venv:
+    TensorFlow and PyTorch abort when imported into one process).
+    """
+    named = os.environ.get(f"RSR_PYTHON_{backend.upper()}")
+    if named:
+        return named
+    return sys.executable if _installed(backend) else None
+
+
+def run_on_backend(backend: str, code: str, *args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs Python `code` with `KERAS_BACKEND=backend` in its own process; skips if the backend is not at hand."""
+    python = python_for(backend)
+    if python is None:
+        pytest.skip(f"backend {backend} is not installed here and RSR_PYTHON_{backend.upper()} is not set")
+    return subprocess.run(
+        [python, "-c", code, *args], cwd=cwd, env=backend_env(backend), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def backend_env(backend: str) -> dict[str, str]:
+    """This process's environment with `KERAS_BACKEND=backend` and this checkout importable."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
