@@ -2,9 +2,12 @@
 
 Usage: python distributed_worker.py GENERATION MODE
 MODE is `single` (one device), `mirrored` (MirroredStrategy over two logical
-CPU devices) or `multiworker` (MultiWorkerMirroredStrategy; TF_CONFIG set by
-the caller). Same data and seeds in every mode. With RSR_PLAIN=1 the model is
-trained without the retrofit (to show where Keras itself fails).
+CPU devices), `multiworker` (MultiWorkerMirroredStrategy; TF_CONFIG set by
+the caller), or, for Keras 3 on JAX (KERAS_BACKEND=jax, and XLA_FLAGS giving
+two host devices), `jax_single` and `jax_data_parallel`
+(`keras.distribution.DataParallel`). Same data and seeds in every mode. With
+RSR_PLAIN=1 the model is trained without the retrofit (to show where Keras
+itself fails).
 """
 
 import json
@@ -12,10 +15,13 @@ import os
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 
 def main(generation: str, mode: str) -> None:
+    if mode.startswith("jax_"):
+        return main_jax(mode)
+    import tensorflow as tf
+
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -42,13 +48,39 @@ def main(generation: str, mode: str) -> None:
         model = K.Model(inputs, K.layers.Dense(1, name="head")(K.layers.LSTM(4, name="lstm")(inputs)))
         new = model if os.environ.get("RSR_PLAIN") else rsr.add_trainable_initial_states(model)
         new.compile(K.optimizers.SGD(0.5), "mse")
+    report(new, x, y, strategy.num_replicas_in_sync)
+
+
+def main_jax(mode: str) -> None:
+    import keras
+
+    import rnn_state_rewriter as rsr
+
+    devices = keras.distribution.list_devices("cpu")
+    if mode == "jax_data_parallel":
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6, 3)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(keras.layers.LSTM(4, name="lstm")(inputs)))
+    new = rsr.add_trainable_initial_states(model)
+    new.compile(keras.optimizers.SGD(0.5), "mse")
+    report(new, x, y, len(devices) if mode == "jax_data_parallel" else 1)
+
+
+def report(new, x, y, replicas: int) -> None:
+    """Fits, then prints the learned states as one JSON line."""
+    import rnn_state_rewriter as rsr
+
     new.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
     states = (
         {}
         if os.environ.get("RSR_PLAIN")
         else {name: [v.tolist() for v in values] for name, values in rsr.initial_states(new).items()}
     )
-    print("STATES " + json.dumps({"replicas": strategy.num_replicas_in_sync, "states": states, "pid": os.getpid()}))
+    print("STATES " + json.dumps({"replicas": replicas, "states": states, "pid": os.getpid()}))
 
 
 if __name__ == "__main__":

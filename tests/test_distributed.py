@@ -1,4 +1,8 @@
-"""A retrofitted model trains under tf.distribute and learns the same states as on one device."""
+"""A retrofitted model trains distributed and learns the same states as on one device.
+
+tf.distribute on the TensorFlow backend (both generations); Keras 3's
+`keras.distribution.DataParallel` on JAX, over two virtual CPU devices.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import backend_env, python_for
 
 WORKER = str(Path(__file__).resolve().parent / "distributed_worker.py")
 
@@ -25,9 +30,9 @@ def _parse(stdout: str) -> dict:
     return json.loads(line[len("STATES ") :])
 
 
-def _run(generation: str, mode: str) -> dict:
+def _run(generation: str, mode: str, python: str = sys.executable, **env: str) -> dict:
     done = subprocess.run(
-        [sys.executable, WORKER, generation, mode], capture_output=True, text=True, timeout=600, env=_env()
+        [python, WORKER, generation, mode], capture_output=True, text=True, timeout=600, env=_env(**env)
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return _parse(done.stdout)
@@ -55,6 +60,18 @@ def single(request) -> tuple[str, dict]:
     return request.param, _run(request.param, "single")
 
 
+def test_jax_data_parallel_on_two_virtual_cpus_learns_what_one_device_learns():
+    python = python_for("jax")
+    if python is None:
+        pytest.skip("JAX is not installed here and RSR_PYTHON_JAX is not set")
+    env = {**backend_env("jax"), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    reference = _run("keras3", "jax_single", python, **env)
+    parallel = _run("keras3", "jax_data_parallel", python, **env)
+    assert parallel["replicas"] == 2
+    _assert_same_states(parallel["states"], reference["states"])
+
+
+@pytest.mark.tensorflow
 def test_mirrored_strategy_on_two_logical_cpus(single):
     generation, reference = single
     mirrored = _run(generation, "mirrored")
@@ -88,6 +105,7 @@ def _run_two_workers(generation: str, **extra: str) -> list[tuple[int, str, str]
     return results
 
 
+@pytest.mark.tensorflow
 def test_multi_worker_mirrored_strategy_with_two_workers(single):
     generation, reference = single
     if generation == "keras3":
@@ -102,6 +120,7 @@ def test_multi_worker_mirrored_strategy_with_two_workers(single):
 KERAS3_MULTIWORKER_ERROR = "ValueError: Attempt to convert a value (PerReplica:"
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("plain", [True, False], ids=["plain model", "retrofitted model"])
 def test_keras3_multi_worker_fit_fails_in_keras_itself(plain):
     """Keras 3.15 `fit` under MultiWorkerMirroredStrategy fails for any model, retrofitted or not.
