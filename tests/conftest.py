@@ -95,7 +95,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"TensorFlow-only feature; this run's Keras backend is {BACKEND}")
     for item in items:
-        if "tensorflow" in item.keywords or item.path.name in TENSORFLOW_ONLY_MODULES:
+        if item.get_closest_marker("tensorflow") or item.path.name in TENSORFLOW_ONLY_MODULES:
             item.add_marker(skip)
 
 
