@@ -100,8 +100,7 @@ def clone_layer(adapter: ModuleType, layer: Any, path: str) -> Any:
             f"Layer '{path}{layer.name}' of class {describe(layer)}{subclassed} owns variables and cannot "
             f"be cloned: `{name}.from_config({name}.get_config())` raised {type(error).__name__}: {reason}. "
             f"Give {name} a `get_config()` that returns its constructor arguments, and a constructor that "
-            "accepts the base layer keyword arguments (`name`, `trainable`, `dtype`) through `**kwargs`."
-            + hint
+            "accepts the base layer keyword arguments (`name`, `trainable`, `dtype`) through `**kwargs`." + hint
         ) from error
 
 

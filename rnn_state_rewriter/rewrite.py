@@ -239,10 +239,18 @@ def add_trainable_initial_states(
     rewritten too; a layer used at several call sites gets one set of states.
     Left alone: call sites that already pass `initial_state` (a decoder fed by
     its encoder, or a layer already rewritten, so applying this twice adds
-    nothing), `TrainableInitialStateRNN` layers, and `stateful=True` layers
-    (with a `UserWarning`). A Sequential model comes back as a Functional model
-    with the same layers. If `model` was compiled, the result is compiled the
-    same way, with a fresh optimizer.
+    nothing), `TrainableInitialStateRNN` layers, and, with a `UserWarning`
+    naming them, `stateful=True` layers and recurrent layers inside custom
+    layers or subclassed submodels, whose `call` cannot be rewritten.
+    `plan_trainable_initial_states` tells what will be done, and why.
+
+    Every layer is cloned through its own class, with the custom classes and
+    functions the model holds in scope: no registration is needed. A layer
+    that cannot be rebuilt from its config is reused by the copy if it owns no
+    variables. A Sequential model comes back as a Functional model with the
+    same layers. If `model` was compiled, the result is compiled with the same
+    loss objects and functions, fresh metric objects and a fresh optimizer of
+    the same configuration.
 
     Args:
         model: a built Functional or Sequential model, `keras` or `tf_keras`.
@@ -261,11 +269,14 @@ def add_trainable_initial_states(
         A new model of the same Keras generation.
 
     Raises:
-        TypeError: if `model` is not a Keras model, or is (or contains) a
-            subclassed model.
-        ValueError: if the model is not built, has no recurrent layer, `layers`
-            names an unknown layer, a per-state list does not match a layer, or
-            `noise_stddev` is negative.
+        TypeError: if `model` is not a Functional or Sequential Keras model, or
+            holds a layer that owns variables and cannot be rebuilt from its
+            config (checked before anything is built).
+        ValueError: if the model is not built, has no recurrent layer the
+            rewrite can reach (the message names those it cannot reach),
+            `layers` names an unknown layer, a per-state list does not match
+            a layer, `noise_stddev` is negative, or a layer that creates its
+            weights on first call has never been called.
 
     Example:
 
@@ -285,9 +296,7 @@ def add_trainable_initial_states(
     ```
     """
     check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
-    planner = make_plan(
-        model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint
-    )
+    planner = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
     adapter = planner.adapter
     for decision in planner.decisions:
         if decision.reason.startswith("stateful") or decision in planner.unreachable.values():
