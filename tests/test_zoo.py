@@ -307,10 +307,11 @@ def test_shared_recurrent_layer_with_run_time_masks(K, tmp_path):
     sub_in = K.Input((6, 3))
     sub = K.Model(sub_in, K.layers.Dense(3)(sub_in), name="project")  # the mask passes at run time only
     shared = K.layers.LSTM(4, name="shared_rnn")
-    model = K.Model(tokens, [shared(sub(embedded)), shared(embedded)])
+    model = K.Model(tokens, [shared(sub(embedded)), shared(sub(embedded)), shared(embedded)])
     data = rng.integers(1, 12, size=(8, 6))
     data[::2, 4:] = 0
-    new = check_everything(K, model, data, [normal(8, 4), normal(8, 4)], tmp_path, expect_states=["shared_rnn"])
+    y = [normal(8, 4) for _ in range(3)]
+    new = check_everything(K, model, data, y, tmp_path, expect_states=["shared_rnn"])
     names = [layer.name for layer in new.layers]
     assert len(names) == len(set(names))
 
