@@ -53,6 +53,8 @@ class Decision:
         call: which call of the layer this is (0 for its first call site).
         runtime_mask: whether a Keras mask may reach this call only at run
             time, so the rewrite passes it explicitly.
+        structure: the state shapes nested as the layer takes them (None
+            where skipped).
     """
 
     path: str

@@ -299,7 +299,7 @@ def add_trainable_initial_states(
     planner = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
     adapter = planner.adapter
     for decision in planner.decisions:
-        if decision.reason.startswith("stateful") or decision in planner.unreachable.values():
+        if decision.path in planner.unreachable or decision.reason.startswith("stateful"):
             warnings.warn(
                 f"Layer '{decision.path}' is left without a trainable initial state: {decision.reason}.",
                 UserWarning,
