@@ -6,6 +6,7 @@ Public names:
 - `TrainableInitialStateRNN`: a wrapper giving a recurrent layer a trainable state.
 - `add_trainable_initial_states`, `remove_trainable_initial_states`,
   `initial_states`: rewrite a built Functional or Sequential model.
+- `plan_trainable_initial_states`, `Decision`: what the rewrite would do, and why.
 - `state_shapes`, `is_recurrent`: the state structure of a recurrent layer.
 
 Both Keras generations are supported: Keras 3 (`keras`) and tf-keras
@@ -15,6 +16,7 @@ Both Keras generations are supported: Keras 3 (`keras`) and tf-keras
 import sys as _sys
 
 from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN
+from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states
 from rnn_state_rewriter.rewrite import (
     add_trainable_initial_states,
     initial_states,
@@ -28,6 +30,8 @@ __all__ = [
     "add_trainable_initial_states",
     "remove_trainable_initial_states",
     "initial_states",
+    "plan_trainable_initial_states",
+    "Decision",
     "state_shapes",
     "is_recurrent",
 ]
