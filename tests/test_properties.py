@@ -17,7 +17,7 @@ import os
 
 import keras
 import numpy as np
-from conftest import assert_same_weights, gradients, snapshot
+from conftest import assert_same_weights, gradients, snapshot, to_numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,7 +139,7 @@ def as_list(outputs):
 
 def outputs(model, xs):
     """A model's outputs, from a direct call: the compiled `predict` path is checked once per example."""
-    return [np.asarray(o) for o in as_list(model(xs, training=False))]
+    return [to_numpy(o) for o in as_list(model(xs, training=False))]
 
 
 def check_promises(K, model, spec, tmp_path):
