@@ -4,7 +4,9 @@ Train step and predict time of LSTM, GRU and Bidirectional LSTM (256 units,
 batch 64, 100 steps, 32 features) for the plain layer, the retrofitted model
 (`add_trainable_initial_states`), `TrainableInitialStateRNN`, the
 Dense-on-a-zero-input workaround of keras-team/keras#9797 (a reference: it too
-passes a learned `initial_state`) and, under tf-keras,
+passes a learned `initial_state`), zeros passed as `initial_state` with no
+weights behind them (what passing states costs before any is learned) and,
+under tf-keras,
 `trainable-initial-state-rnn` 0.0.3 when installed. Each generation runs in
 its own process (0.0.3 needs `TF_USE_LEGACY_KERAS=1`); the Keras 3 process
 uses the backend `KERAS_BACKEND` names, and the tf-keras one runs only where
@@ -81,6 +83,18 @@ def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
 
         return model_from(build)
 
+    def zero_states(kind: str):
+        repeat = K.ops.repeat if generation == "keras3" else tf.repeat
+
+        def build(inputs):
+            # Zeros passed as `initial_state`, with no weights behind them: what
+            # passing states costs before any is learned.
+            count = 4 if kind == "Bidirectional LSTM" else (2 if kind == "LSTM" else 1)
+            zeros = K.layers.Lambda(lambda t: [repeat(t[:, 0, :1] * 0.0, units, axis=1) for _ in range(count)])
+            return recurrent(kind)(inputs, initial_state=zeros(inputs))
+
+        return model_from(build)
+
     Old = None
     if generation == "tf_keras" and importlib.util.find_spec("trainable_initial_state_rnn") is not None:
         from trainable_initial_state_rnn import TrainableInitialStateRNN as Old
@@ -96,6 +110,7 @@ def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
                 lambda t, kind=kind: rsr.TrainableInitialStateRNN(recurrent(kind))(t)
             ),
             "Dense on zero input (keras#9797)": dense_workaround(kind),
+            "zeros as initial_state (no weights)": zero_states(kind),
         }
         if Old is not None:
             variants["trainable-initial-state-rnn 0.0.3"] = model_from(lambda t, kind=kind: Old(recurrent(kind))(t))
