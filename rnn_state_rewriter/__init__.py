@@ -14,6 +14,7 @@ Both Keras generations are supported: Keras 3 (`keras`) and tf-keras
 
 import sys as _sys
 
+from rnn_state_rewriter.export import to_tflite
 from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN
 from rnn_state_rewriter.rewrite import (
     add_trainable_initial_states,
@@ -30,6 +31,7 @@ __all__ = [
     "initial_states",
     "state_shapes",
     "is_recurrent",
+    "to_tflite",
 ]
 
 __version__ = "0.1.0"
