@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -162,8 +163,11 @@ def _quiet() -> Iterator[None]:
 
 
 def _keras_api(major: str) -> Any:
+    """The Keras package of a generation, with this package's layers registered for loading."""
     if major == "3":
         import keras
+
+        import rnn_state_rewriter.layers  # noqa: F401  (registers the layers)
 
         return keras
     try:
@@ -247,13 +251,14 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def command_add(args: argparse.Namespace) -> int:
+    if os.path.exists(args.output) and not args.force:
+        raise CliError(f"{args.output}: exists; pass --force to replace it")
+    model = _load(args, args.input)
+
     import rnn_state_rewriter as rsr
     from rnn_state_rewriter.rewrite import recurrent_layers
     from rnn_state_rewriter.states import describe_kind
 
-    if os.path.exists(args.output) and not args.force:
-        raise CliError(f"{args.output}: exists; pass --force to replace it")
-    model = _load(args, args.input)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -288,13 +293,14 @@ def command_add(args: argparse.Namespace) -> int:
 
 
 def command_inspect(args: argparse.Namespace) -> int:
+    model = _load(args, args.model)
+
     import numpy as np
 
     import rnn_state_rewriter as rsr
     from rnn_state_rewriter.rewrite import recurrent_layers
     from rnn_state_rewriter.states import describe_kind
 
-    model = _load(args, args.model)
     try:
         found = recurrent_layers(model)
         learned = rsr.initial_states(model)
@@ -312,14 +318,15 @@ def command_inspect(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from rnn_state_rewriter.export import to_tflite
-
     if os.path.splitext(args.output)[1].lower() != ".tflite":
         raise CliError(f"{args.output}: the export is a TFLite flatbuffer; name it .tflite")
     if os.path.exists(args.output) and not args.force:
         raise CliError(f"{args.output}: exists; pass --force to replace it")
     _check_folder(args.output)
     model = _load(args, args.model)
+
+    from rnn_state_rewriter.export import to_tflite
+
     try:
         with _quiet():
             flatbuffer = to_tflite(model, batch_size=args.batch_size, steps=args.steps)
@@ -504,24 +511,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     `TF_CPP_MIN_LOG_LEVEL`: this is the only place the package sets an
     environment variable, before anything imports TensorFlow.
     """
+    capture = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    source, output = getattr(args, "input", getattr(args, "model", None)), getattr(args, "output", None)
+    source, output = getattr(args, "input", getattr(args, "model", "")), getattr(args, "output", None)
     if output is not None and os.path.realpath(source) == os.path.realpath(output):
         parser.error("OUTPUT must differ from INPUT: the input file is never overwritten")
+    logs: list[str] = []
     try:
-        return int(args.run(args))
+        with _native_logs_captured(capture, logs):
+            return int(args.run(args))
     except CliError as error:
-        _report(str(error), error, args.debug)
+        _report(str(error), error, args.debug, logs)
     except Exception as error:  # a failure nobody foresaw still ends in one line
         text = (str(error).strip().splitlines() or [""])[0]
-        _report(f"unexpected {type(error).__name__}: {text} (rerun with --debug for the traceback)", error, args.debug)
+        message = f"unexpected {type(error).__name__}: {text} (rerun with --debug for the traceback)"
+        _report(message, error, args.debug, logs)
     return 1
 
 
-def _report(message: str, error: Exception, debug: bool) -> None:
+@contextlib.contextmanager
+def _native_logs_captured(enabled: bool, logs: list[str]) -> Iterator[None]:
+    """Sends what native code writes to stderr (TensorFlow's log lines) to `logs`; ours still shows.
+
+    TensorFlow 2.21 writes its start-up lines (oneDNN, CUDA, CPU features)
+    and converter lines through absl before reading `TF_CPP_MIN_LOG_LEVEL`,
+    so the variable alone does not silence them: file descriptor 2 is
+    pointed at a temporary file while the command runs, and `sys.stderr` at
+    the terminal.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    previous = sys.stderr
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        sys.stderr = open(os.dup(terminal), "w", buffering=1, encoding=previous.encoding, errors="backslashreplace")
+        try:
+            yield
+        finally:
+            sys.stderr.close()
+            sys.stderr = previous
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            log.seek(0)
+            logs.append(log.read().decode(errors="replace"))
+
+
+def _report(message: str, error: Exception, debug: bool, logs: list[str]) -> None:
     if debug:
+        print("".join(logs).rstrip(), file=sys.stderr)
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
         details = getattr(error, "details", "")
         if details:
