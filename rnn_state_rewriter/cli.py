@@ -36,7 +36,10 @@ from typing import Any
 
 PROG = "rnn-state-rewriter"
 READ_TIMEOUT = 120.0
-UNKNOWN_OBJECT = re.compile(r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '?([\w.>]+)'?")
+UNKNOWN_OBJECT = re.compile(  # how Keras 3 and tf-keras say they met a class they do not know
+    r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '?([\w.>]+)'?"
+    r"|should have a `call` method. The RNN was passed: cell=(\w+)"
+)
 
 
 class CliError(Exception):
@@ -91,7 +94,7 @@ def _load_failure(path: str, major: str, error: Exception) -> str:
     text = str(error).strip()
     unknown = UNKNOWN_OBJECT.search(text)
     if unknown:
-        name = unknown.group(1) or unknown.group(2)
+        name = next(group for group in unknown.groups() if group)
         return (
             f"{path}: the model uses {name!r}, which is not known here; pass --custom-objects "
             "MODULE_OR_FILE naming the Python module or .py file that defines it"
