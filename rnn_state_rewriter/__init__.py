@@ -6,6 +6,7 @@ Public names:
 - `TrainableInitialStateRNN`: a wrapper giving a recurrent layer a trainable state.
 - `add_trainable_initial_states`, `remove_trainable_initial_states`,
   `initial_states`: rewrite a built Functional or Sequential model.
+- `plan_trainable_initial_states`, `Decision`: what the rewrite would do, and why.
 - `state_shapes`, `is_recurrent`: the state structure of a recurrent layer.
 - `to_tflite`: a TFLite flatbuffer that keeps the learned initial states.
 
@@ -29,6 +30,8 @@ _PUBLIC = {
     "add_trainable_initial_states": "rnn_state_rewriter.rewrite",
     "remove_trainable_initial_states": "rnn_state_rewriter.rewrite",
     "initial_states": "rnn_state_rewriter.rewrite",
+    "plan_trainable_initial_states": "rnn_state_rewriter.plan",
+    "Decision": "rnn_state_rewriter.plan",
     "state_shapes": "rnn_state_rewriter.states",
     "is_recurrent": "rnn_state_rewriter.states",
     "to_tflite": "rnn_state_rewriter.export",
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 if _TYPE_CHECKING:  # the names, for type checkers and editors
     from rnn_state_rewriter.export import to_tflite  # noqa: F401
     from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN  # noqa: F401
+    from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states  # noqa: F401
     from rnn_state_rewriter.rewrite import (  # noqa: F401
         add_trainable_initial_states,
         initial_states,

@@ -259,12 +259,11 @@ def command_add(args: argparse.Namespace) -> int:
     model = _load(args, args.input)
 
     import rnn_state_rewriter as rsr
-    from rnn_state_rewriter.rewrite import recurrent_layers
-    from rnn_state_rewriter.states import describe_kind
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            plan = rsr.plan_trainable_initial_states(model, layers=args.layers, initializer=args.initializer)
             new_model = rsr.add_trainable_initial_states(
                 model,
                 layers=args.layers,
@@ -274,25 +273,18 @@ def command_add(args: argparse.Namespace) -> int:
             )
     except (TypeError, ValueError) as error:
         raise CliError(str(error)) from error
-    before, after = rsr.initial_states(model), rsr.initial_states(new_model)
-    selected = set(args.layers or [])
-    rows = [["layer", "kind", "states", "result"]]
-    for path, layer in recurrent_layers(model):
-        if path in after and path not in before:
-            result = "rewritten"
-        elif path in before:
-            result = "skipped: already has a trainable initial state"
-        elif getattr(getattr(layer, "forward_layer", layer), "stateful", False):
-            result = "skipped: stateful"
-        elif selected and path not in selected and layer.name not in selected:
-            result = "skipped: not selected"
-        else:
-            result = "skipped: its call passes initial_state"
-        rows.append([path, describe_kind(layer), _format_shapes(layer), result])
     save_atomically(new_model, args.output, args.force)
-    print(_table(rows))
+    print(_table([["layer", "kind", "states", "result"], *map(_decision_row, plan)]))
     print(f"wrote {args.output}")
     return 0
+
+
+def _decision_row(decision: Any) -> list[str]:
+    """One row of the `add` table, as the rewrite's plan decided it."""
+    path = decision.path if decision.call == 0 else f"{decision.path} (call {decision.call + 1})"
+    shapes = " ".join(str(tuple(shape)) for shape in decision.state_shapes) or "-"
+    result = "rewritten" if decision.action == "add" else f"skipped: {decision.reason}"
+    return [path, decision.kind, shapes, result]
 
 
 def command_inspect(args: argparse.Namespace) -> int:

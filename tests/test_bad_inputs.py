@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import subclassed_model
+from conftest import subclassed_model, uncloneable_layer
 
 import rnn_state_rewriter as rsr
 from rnn_state_rewriter import TrainableInitialState, TrainableInitialStateRNN
@@ -31,6 +31,11 @@ def lstm_model(K, **options):
 def nested_subclassed(K):
     inputs = K.Input((4, 3))
     return K.Model(inputs, subclassed_model(K)(inputs))
+
+
+def uncloneable_model(K):
+    inputs = K.Input((4, 3))
+    return K.Model(inputs, K.layers.GRU(2)(uncloneable_layer(K)(inputs)))
 
 
 def other_generation_lstm(K):
@@ -49,7 +54,16 @@ API_CASES = {
     "path string instead of a model": (lambda K: ("model.keras",), rsr.add_trainable_initial_states, TypeError),
     "layer instead of a model": (lambda K: (K.layers.LSTM(3),), rsr.add_trainable_initial_states, TypeError),
     "subclassed model": (lambda K: (subclassed_model(K),), rsr.add_trainable_initial_states, TypeError),
-    "subclassed submodel": (lambda K: (nested_subclassed(K),), rsr.add_trainable_initial_states, TypeError),
+    "recurrent layer only in a subclassed submodel": (
+        lambda K: (nested_subclassed(K),),
+        rsr.add_trainable_initial_states,
+        ValueError,
+    ),
+    "layer with variables that cannot be cloned": (
+        lambda K: (uncloneable_model(K),),
+        rsr.add_trainable_initial_states,
+        TypeError,
+    ),
     "unbuilt model": (lambda K: (K.Sequential([K.layers.LSTM(3)]),), rsr.add_trainable_initial_states, ValueError),
     "no recurrent layer": (
         lambda K: (K.Sequential([K.Input((3,)), K.layers.Dense(1)]),),
