@@ -544,7 +544,8 @@ def _native_logs_captured(enabled: bool, logs: list[str]) -> Iterator[None]:
     previous = sys.stderr
     with tempfile.TemporaryFile() as log:
         os.dup2(log.fileno(), 2)
-        sys.stderr = open(os.dup(terminal), "w", buffering=1, encoding=previous.encoding, errors="backslashreplace")
+        encoding = getattr(previous, "encoding", None) or "utf-8"
+        sys.stderr = open(os.dup(terminal), "w", buffering=1, encoding=encoding, errors="backslashreplace")
         try:
             yield
         finally:
