@@ -17,6 +17,7 @@ TensorFlow is imported only when `to_tflite` is called.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,7 +149,9 @@ def _check_against_keras(model: Any, flatbuffer: bytes, specs: Sequence[tuple[st
     """Runs the interpreter on random inputs, twice over on one interpreter, and compares with Keras."""
     import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    with warnings.catch_warnings():  # the check's own interpreter: its deprecation notice is not the caller's
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
     interpreter.allocate_tensors()
     variable = any(len(shape) > 1 and shape[1] is None for _, shape, _ in specs)
     rng = np.random.default_rng(0)
