@@ -418,3 +418,18 @@ def test_custom_objects_from_a_module_find_registered_classes(custom, tmp_path, 
 
 def _pythonpath(folder: Path) -> str:
     return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def test_add_table_gives_the_plans_reasons(K, tmp_path, capsys):
+    """Each row says what the rewrite's plan decided, with its reason (run in this process)."""
+    from rnn_state_rewriter.cli import main
+
+    inputs = K.Input((5, 3))
+    x = K.layers.LSTM(4, return_sequences=True, name="first")(inputs)
+    x = K.layers.Bidirectional(K.layers.GRU(2), name="second")(x)
+    source, out = tmp_path / "two.keras", tmp_path / "out.keras"
+    K.Model(inputs, x).save(source)
+    assert main(["add", str(source), str(out), "--layers", "second"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[1] == ["first", "LSTM", "-", "skipped:", "not", "selected"]
+    assert rows[2] == ["second", "Bidirectional(GRU)", "(2,)", "(2,)", "rewritten"]
