@@ -87,16 +87,17 @@ def load_model(
         with _quiet():
             return api.models.load_model(path, safe_mode=not unsafe, custom_objects=objects)
     except Exception as error:  # any failure of Keras to read the file
-        raise CliError(_load_failure(path, major, error)) from error
+        raise CliError(_load_failure(path, major, error, bool(custom_objects))) from error
 
 
-def _load_failure(path: str, major: str, error: Exception) -> str:
+def _load_failure(path: str, major: str, error: Exception, had_custom_objects: bool) -> str:
     text = str(error).strip()
     unknown = UNKNOWN_OBJECT.search(text)
     if unknown:
         name = next(group for group in unknown.groups() if group)
+        where = "none of the --custom-objects modules defines it; add" if had_custom_objects else "pass"
         return (
-            f"{path}: the model uses {name!r}, which is not known here; pass --custom-objects "
+            f"{path}: the model uses {name!r}, which is not known here; {where} --custom-objects "
             "MODULE_OR_FILE naming the Python module or .py file that defines it"
         )
     first = text.splitlines()[0] if text else type(error).__name__
