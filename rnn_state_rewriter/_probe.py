@@ -10,7 +10,7 @@ dataset of every HDF5 object (the `.h5` file, or the weights inside a
 `.keras` file). HDF5 reads are deterministic, so a file whose every object
 was read here without a hang loads without one. The child imports only the
 standard library and h5py (not this package, nor TensorFlow): it costs a
-Python start-up and an h5py import, about 0.2 s.
+Python start-up and an h5py import, about 0.3 s.
 
 The child prints one JSON object: the Keras generation the file records and
 whether it carries Python code, or an error message with its traceback.
@@ -31,6 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 CODE_CLASSES = re.compile(rb'"class_name":\s*"(Lambda|__lambda__)"')
+# Runs this file as a script with neither the working folder nor this package's folder on
+# sys.path (a `-I` child would miss h5py installed in the user's site or on PYTHONPATH).
+_RUN_AS_SCRIPT = (
+    "import runpy, sys; del sys.path[0]; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 class _Refused(ValueError):
@@ -55,7 +60,7 @@ class Metadata:
 
 def probe(path: str, timeout: float) -> Metadata:
     """Reads `path` in a child process killed after `timeout` seconds; raises ProbeError."""
-    command = [sys.executable, "-I", os.path.abspath(__file__), os.path.abspath(path)]
+    command = [sys.executable, "-c", _RUN_AS_SCRIPT, os.path.abspath(__file__), os.path.abspath(path)]
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
