@@ -7,10 +7,11 @@ in the command line's own process, `probe(path, timeout)` runs this module as
 a script in a child process that reads every part of the file Keras will read:
 every zip member (CRC-checked), the JSON documents, and every attribute and
 dataset of every HDF5 object (the `.h5` file, or the weights inside a
-`.keras` file). HDF5 reads are deterministic, so a file whose every object
-was read here without a hang loads without one. The child imports only the
-standard library and h5py (not this package, nor TensorFlow): it costs a
-Python start-up and an h5py import, about 0.3 s.
+`.keras` file). Keras then reads a subset of the same objects with the same
+library, so a file that passed here loads without hanging (in the fuzz runs
+of `tests/test_fuzz.py`, no file that passed hung or crashed the loader). The
+child imports only the standard library and h5py (not this package, nor
+TensorFlow): it costs a Python start-up and an h5py import, about 0.3 s.
 
 The child prints one JSON object: the Keras generation the file records and
 whether it carries Python code, or an error message with its traceback.
