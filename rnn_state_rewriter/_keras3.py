@@ -35,8 +35,10 @@ __all__ = [
     "model_outputs",
     "split_initial_state",
     "call_with_initial_state",
-    "compile_like",
-    "uses_masks",
+    "compile_arguments",
+    "copied_value",
+    "sublayers",
+    "RUNTIME_MASKS",
     "SafeModeScope",
 ]
 
@@ -76,21 +78,34 @@ def is_sequential(model: Any) -> bool:
     return isinstance(model, keras.Sequential)
 
 
+def _graph(model: Any) -> Any:
+    """The functional graph of a model: a Sequential model keeps one of its own."""
+    return model._functional if is_sequential(model) else model
+
+
 def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any], list[Any]]]:
     """`(layer, args, kwargs, flat outputs)` of each call in the graph, inputs first."""
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
+    graph = _graph(model)
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
             if node.operation is None or node.is_input:
                 continue
             yield node.operation, node.arguments.args, node.arguments.kwargs, list(node.outputs)
 
 
 def model_inputs(model: Any) -> Any:
-    return model._inputs_struct
+    return _graph(model)._inputs_struct
 
 
 def model_outputs(model: Any) -> Any:
-    return model._outputs_struct
+    return _graph(model)._outputs_struct
+
+
+def sublayers(layer: Any) -> list[Any]:
+    """Every layer inside `layer`, at any depth, once each (not `layer` itself); none in an operation."""
+    if not isinstance(layer, keras.layers.Layer):
+        return []
+    return list(layer._flatten_layers(include_self=False, recursive=True))
 
 
 def _bind(layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -115,43 +130,41 @@ def call_with_initial_state(
     kwargs: dict[str, Any],
     states: Any,
     *,
-    runtime_mask: bool = False,
+    runtime_mask: str | None = None,
 ) -> Any:
     """Calls a recurrent layer with `initial_state=states`, keeping its input's mask.
 
     Keras 3 fills `mask` from the input only when a layer gets one tensor
     argument; with `initial_state` it gets several, so the mask is passed here:
     the input's symbolic mask, or, where a mask may arrive only at run time
-    (`runtime_mask`, in a model that uses masks), the output of a
-    `SequenceMask` layer.
+    (`runtime_mask` then names the new layer), the output of a `SequenceMask`
+    layer.
     """
     sequences, others = _bind(layer, args, kwargs)
     others["initial_state"] = states
     if others.get("mask") is None:
         mask = getattr(sequences, "_keras_mask", None)
         if mask is None and runtime_mask:
-            mask = SequenceMask(name=f"{layer.name}_mask")(sequences)
+            mask = SequenceMask(name=runtime_mask)(sequences)
         if mask is not None:
             others["mask"] = mask
     return layer(sequences, **others)
 
 
-def uses_masks(model: Any) -> bool:
-    """Whether any tensor of the model, nested submodels included, carries a Keras mask.
-
-    Where one does, a recurrent layer may receive a mask at run time even where
-    the graph shows none: Keras 3 hands a mask on at run time past a submodel
-    that drops it in the graph, and into a submodel's inputs.
-    """
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        for node in layer._inbound_nodes:
-            for tensor in (*node.input_tensors, *node.outputs):
-                if getattr(tensor, "_keras_mask", None) is not None:
-                    return True
-    return False
+# Keras 3 hands masks on at run time where the graph shows none: past a
+# submodel that drops a mask in the graph, and into a submodel's inputs. Where a
+# mask may arrive is worked out from the graph (`plan.py`); a recurrent layer
+# called with `initial_state=` must then be given it explicitly.
+RUNTIME_MASKS = True
 
 
-def compile_like(new: Any, old: Any) -> None:
-    """Compiles `new` as `old` was compiled (fresh optimizer state), if it was."""
-    if getattr(old, "compiled", False):
-        new.compile_from_config(old.get_compile_config())
+def compile_arguments(model: Any) -> dict[str, Any] | None:
+    """The live arguments `model.compile` was called with, or None if it was not compiled."""
+    if not getattr(model, "compiled", False) or not hasattr(model, "_compile_config"):
+        return None
+    return dict(model._compile_config.config)
+
+
+def copied_value(variable: Any) -> Any:
+    """A copy of a variable's value: on JAX, `assign(variable)` would share its buffer."""
+    return keras.ops.copy(variable.value)

@@ -40,8 +40,10 @@ __all__ = [
     "model_outputs",
     "split_initial_state",
     "call_with_initial_state",
-    "compile_like",
-    "uses_masks",
+    "compile_arguments",
+    "copied_value",
+    "sublayers",
+    "RUNTIME_MASKS",
     "SafeModeScope",
 ]
 
@@ -153,7 +155,7 @@ def call_with_initial_state(
     kwargs: dict[str, Any],
     states: Any,
     *,
-    runtime_mask: bool = False,
+    runtime_mask: str | None = None,
 ) -> Any:
     """Calls a recurrent layer with `initial_state=states`.
 
@@ -162,12 +164,23 @@ def call_with_initial_state(
     return layer(*args, **{**kwargs, "initial_state": states})
 
 
-def uses_masks(model: Any) -> bool:
-    """Always False: tf-keras needs no help to pass run-time masks on."""
-    return False
+# tf-keras takes a recurrent layer's mask from its input, at build and at run
+# time, with or without `initial_state`: it needs no help.
+RUNTIME_MASKS = False
 
 
-def compile_like(new: Any, old: Any) -> None:
-    """Compiles `new` as `old` was compiled (fresh optimizer state), if it was."""
-    if getattr(old, "_is_compiled", False):
-        new.compile_from_config(old.get_compile_config())
+def compile_arguments(model: Any) -> dict[str, Any] | None:
+    """The live arguments `model.compile` was called with, or None if it was not compiled."""
+    if not getattr(model, "_is_compiled", False) or not hasattr(model, "_compile_config"):
+        return None
+    return dict(model._compile_config.config)
+
+
+def sublayers(layer: Any) -> list[Any]:
+    """Every layer inside `layer`, at any depth, once each (not `layer` itself)."""
+    return list(layer._flatten_layers(include_self=False, recursive=True))
+
+
+def copied_value(variable: Any) -> Any:
+    """The variable itself: a TensorFlow `assign` copies its value."""
+    return variable

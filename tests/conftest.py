@@ -81,3 +81,23 @@ def subclassed_model(K):
     net = Net()
     net(np.zeros((1, 4, 3), "float32"))
     return net
+
+
+def uncloneable_layer(K):
+    """A layer with a weight and a `get_config` that refuses: it cannot be cloned."""
+
+    class Scale(K.layers.Layer):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale * self.factor
+
+        def get_config(self):
+            raise NotImplementedError("Scale is not serializable")
+
+    return Scale(2.0)

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_same_weights, seed, snapshot, subclassed_model
+from conftest import assert_same_weights, seed, snapshot, subclassed_model, uncloneable_layer
 
 import rnn_state_rewriter as rsr
 
@@ -334,10 +334,25 @@ def test_subclassed_model_is_a_type_error(K):
     net = subclassed_model(K)
     with pytest.raises(TypeError, match="subclassed"):
         rsr.add_trainable_initial_states(net)
+
+
+def test_recurrent_layers_in_a_subclassed_submodel_are_named_with_their_path(K):
+    """A subclassed submodel is a leaf: its LSTM cannot be reached, and the error says where and what to do."""
     inputs = K.Input((4, 3))
-    outer = K.Model(inputs, net(inputs))
-    with pytest.raises(TypeError, match="subclassed"):
+    outer = K.Model(inputs, subclassed_model(K)(inputs))
+    net = outer.layers[-1]
+    with pytest.raises(ValueError, match=f"{net.name}/lstm.*TrainableInitialStateRNN"):
         rsr.add_trainable_initial_states(outer)
+
+
+def test_a_layer_with_variables_that_cannot_be_cloned_is_refused_before_building(K):
+    inputs = K.Input((4, 3))
+    scale = uncloneable_layer(K)
+    outer = K.Model(inputs, K.layers.GRU(2, name="gru")(scale(inputs)))
+    nodes_before = [len(layer._inbound_nodes) for layer in outer.layers]
+    with pytest.raises(TypeError, match=f"'{scale.name}' of class .*Scale.*get_config.*kwargs"):
+        rsr.add_trainable_initial_states(outer)
+    assert [len(layer._inbound_nodes) for layer in outer.layers] == nodes_before
 
 
 @pytest.mark.parametrize("thing", ["a layer", "an object", "a string"])

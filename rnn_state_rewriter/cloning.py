@@ -1,0 +1,183 @@
+"""Cloning one layer from the live object, and copying its weights.
+
+The retrofit works from the objects it is given and never needs the Keras
+registry to find a class or function that the model already holds:
+
+- A layer is cloned through its own class, `type(layer).from_config(config)`,
+  with every custom class and function it holds (its sublayers, cells,
+  initializers, activations) in a custom-object scope, so an unregistered
+  custom cell inside `RNN(cell)` is found.
+- A layer that cannot be rebuilt from its config and owns no variables is
+  reused by the copy as it is (it has nothing to copy or to share); one that
+  owns variables is refused before anything is built, with an error that names
+  it, its class and the fix.
+- Weights are copied pairwise with `assign`, by position when the two layers
+  create the same weights, else by their path inside the layer. A copy owns its
+  buffers on every backend (JAX shares a buffer on a plain `assign`).
+- The copy of a compiled model is compiled from the live compile arguments:
+  the same loss objects and functions, fresh metric objects and a fresh
+  optimizer of the same class and config.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+__all__ = ["clone_layer", "copy_weights", "compile_like", "needs_a_first_call", "describe"]
+
+_FRAMEWORKS = {"keras", "tf_keras", "tensorflow", "builtins", "numpy", "jax", "torch"}
+
+
+def describe(obj: Any) -> str:
+    """`module.Class` of an object, as error messages name it."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_custom(obj: Any) -> bool:
+    module = getattr(obj, "__module__", None) or ""
+    return module.split(".", 1)[0] not in _FRAMEWORKS
+
+
+def custom_objects(adapter: ModuleType, objects: Iterable[Any]) -> dict[str, Any]:
+    """Every custom class and function held by `objects` and their attributes, by the names configs use."""
+    found: dict[str, Any] = {}
+
+    def add(value: Any) -> None:
+        if inspect.isfunction(value) or isinstance(value, type):
+            if _is_custom(value):
+                found.setdefault(value.__name__, value)
+                if isinstance(value, type):
+                    found.setdefault(adapter.keras_api.saving.get_registered_name(value), value)
+        elif _is_custom(type(value)):
+            add(type(value))
+
+    for owner in objects:
+        add(type(owner))
+        for value in vars(owner).values():
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                add(item)
+    return found
+
+
+def _from_config(adapter: ModuleType, obj: Any, owners: Iterable[Any]) -> Any:
+    """`type(obj).from_config(obj.get_config())` with the custom objects of `owners` in scope.
+
+    Safe mode is off: the config comes from a live object of this process, not
+    from a file, so a `Lambda` layer's function is not untrusted code here.
+    """
+    scope = adapter.keras_api.saving.custom_object_scope(custom_objects(adapter, owners))
+    with adapter.SafeModeScope(False), scope:
+        return type(obj).from_config(obj.get_config())
+
+
+def clone_layer(adapter: ModuleType, layer: Any, path: str) -> Any:
+    """A new, unbuilt layer like `layer`, or `layer` itself if it owns no variables and cannot be rebuilt.
+
+    Raises:
+        TypeError: if `layer` owns variables and cannot be rebuilt from its config.
+    """
+    try:
+        return _from_config(adapter, layer, [layer, *adapter.sublayers(layer)])
+    except Exception as error:  # whatever a user's constructor or get_config raises
+        if not getattr(layer, "weights", None):
+            return layer  # nothing to copy and nothing to share: the copy may use it as it is
+        name = type(layer).__name__
+        subclassed = " (a subclassed model)" if isinstance(layer, adapter.keras_api.Model) else ""
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        inner = [f"{path}{layer.name}/{sub.name}" for sub in adapter.sublayers(layer) if adapter.recurrent_kind(sub)]
+        hint = (
+            f" Its recurrent layers {inner} cannot be reached by the rewrite either: wrap them in "
+            f"`TrainableInitialStateRNN` in {name}'s code."
+            if inner
+            else ""
+        )
+        raise TypeError(
+            f"Layer '{path}{layer.name}' of class {describe(layer)}{subclassed} owns variables and cannot "
+            f"be cloned: `{name}.from_config({name}.get_config())` raised {type(error).__name__}: {reason}. "
+            f"Give {name} a `get_config()` that returns its constructor arguments, and a constructor that "
+            "accepts the base layer keyword arguments (`name`, `trainable`, `dtype`) through `**kwargs`." + hint
+        ) from error
+
+
+def needs_a_first_call(adapter: ModuleType, old: Any, new: Any) -> bool:
+    """Whether `new` may create weights only when first called: it lacks some of `old`'s, or runs custom code."""
+    if len(new.weights) < len(old.weights):
+        return True
+    return not old.weights and any(_is_custom(type(sub)) for sub in [old, *adapter.sublayers(old)])
+
+
+def _shapes(variables: list[Any]) -> list[tuple[int, ...]]:
+    return [tuple(v.shape) for v in variables]
+
+
+def _relative_key(layer: Any, variable: Any) -> str:
+    """A variable's path inside its layer, without the numeric suffixes Keras adds to unique names."""
+    path = str(getattr(variable, "path", None) or variable.name).split(":")[0]
+    parts = path.split("/")
+    if layer.name in parts:
+        parts = parts[len(parts) - parts[::-1].index(layer.name) :]
+    return "/".join(re.sub(r"_\d+$", "", part) for part in parts)
+
+
+def _matched(old: Any, new: Any) -> list[tuple[Any, Any]]:
+    """Pairs of (source, target) variables: by position if the shapes agree, else by path in the layer."""
+    if _shapes(old.weights) == _shapes(new.weights):
+        return list(zip(old.weights, new.weights, strict=True))
+    if not old.weights and new.weights:
+        raise ValueError(
+            f"Layer '{old.name}' ({describe(old)}) creates its weights when it is first called, and the "
+            "model given has not been called yet, so it has no weights to copy. Call the model once "
+            "(e.g. `model.predict` on one batch) before retrofitting it."
+        )
+    targets = {_relative_key(new, v): v for v in new.weights}
+    sources = {_relative_key(old, v): v for v in old.weights}
+    if len(targets) == len(new.weights) and targets.keys() == sources.keys():
+        pairs = [(sources[key], targets[key]) for key in sources]
+        if all(tuple(a.shape) == tuple(b.shape) for a, b in pairs):
+            return pairs
+    raise RuntimeError(
+        f"Layer '{old.name}' ({describe(old)}) was rebuilt with weights of shapes {_shapes(new.weights)} "
+        f"instead of {_shapes(old.weights)}: its `get_config()` does not describe it fully, or it creates "
+        "different weights when called again. Make `get_config()` return every constructor argument."
+    )
+
+
+def copy_weights(adapter: ModuleType, pairs: list[tuple[Any, Any]], first_call: Callable[[], None]) -> None:
+    """Copies every weight of each `(old, new)` layer pair; calls `first_call` once if a clone builds lazily."""
+    if any(needs_a_first_call(adapter, old, new) for old, new in pairs):
+        first_call()
+    for old, new in pairs:
+        for source, target in _matched(old, new):
+            target.assign(adapter.copied_value(source))
+
+
+def _fresh(adapter: ModuleType, obj: Any) -> Any:
+    """A new object of the same class and config (a metric without state, an optimizer without slots)."""
+    return _from_config(adapter, obj, [obj])
+
+
+def compile_like(adapter: ModuleType, new: Any, old: Any) -> None:
+    """Compiles `new` with `old`'s live compile arguments, if `old` was compiled.
+
+    The loss objects and functions are the same; metric objects and the
+    optimizer are fresh objects of the same class and config, so no state is
+    shared between the two models and no registry lookup is needed.
+    """
+    arguments = adapter.compile_arguments(old)
+    if arguments is None:
+        return
+    optimizer = arguments.get("optimizer")
+    if optimizer is not None and not isinstance(optimizer, str):
+        arguments["optimizer"] = _fresh(adapter, optimizer)
+    metric_class = adapter.keras_api.metrics.Metric
+    for key in ("metrics", "weighted_metrics"):
+        if arguments.get(key) is not None:
+            arguments[key] = adapter.map_tensors(
+                lambda m: _fresh(adapter, m) if isinstance(m, metric_class) else m, arguments[key]
+            )
+    new.compile(**arguments)

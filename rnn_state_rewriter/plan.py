@@ -1,0 +1,422 @@
+"""The plan of a retrofit: one decision per recurrent call site, made once.
+
+Finding comes before rebuilding. `plan_trainable_initial_states` walks a
+model's graph, nested Functional and Sequential submodels included, and
+decides for every call of a recurrent layer whether it gets a trainable initial
+state, and why not where it does not. Every check is done here, once: the layer
+selection, per-state lists against each layer's number of states, stateful
+layers, call sites that already pass `initial_state`. The rewrite executes the
+plan; the command line prints its reasons.
+
+The walk also works out where a Keras mask may reach a call only at run time
+(Keras 3 hands masks on past submodels that drop them in the graph), so that a
+mask is passed explicitly exactly there, and nowhere else: an all-True mask
+would only slow the layer down (it disables the fused kernels of some backends).
+
+Recurrent layers the rewrite cannot reach, inside a custom layer or a
+subclassed submodel, are planned too, with the reason and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+from rnn_state_rewriter.generation import Generation, adapter_for, generation_of
+from rnn_state_rewriter.layers import per_state
+from rnn_state_rewriter.states import describe_kind, flatten_shapes, state_shapes
+
+__all__ = ["Decision", "plan_trainable_initial_states", "recurrent_layers", "LayerSelection"]
+
+LayerSelection = None | str | type | Sequence[str | type] | Callable[[Any], bool]
+
+ADD = "add"
+SKIP = "skip"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What the retrofit does at one call of a recurrent layer.
+
+    Attributes:
+        path: the layer's name, prefixed by `name/` for each submodel (or
+            custom layer) it sits in, e.g. `"encoder/lstm"`.
+        kind: the kind of layer, e.g. `"LSTM"` or `"Bidirectional(GRU)"`.
+        action: `"add"` (it gets a trainable initial state) or `"skip"`.
+        reason: why it is skipped; empty when added.
+        state_shapes: one shape per state, without batch axis (flattened for
+            stacked cells, forward then backward for `Bidirectional`); empty
+            where they were not needed.
+        layer: the recurrent layer.
+        call: which call of the layer this is (0 for its first call site).
+        runtime_mask: whether a Keras mask may reach this call only at run
+            time, so the rewrite passes it explicitly.
+        structure: the state shapes nested as the layer takes them (None
+            where skipped).
+    """
+
+    path: str
+    kind: str
+    action: str
+    reason: str = ""
+    state_shapes: tuple[tuple[int, ...], ...] = ()
+    layer: Any = dataclasses.field(default=None, repr=False, compare=False)
+    call: int = 0
+    runtime_mask: bool = False
+    structure: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+
+# ----------------------------------------------------------------------------
+# Checking a model, and the layers in its tree
+# ----------------------------------------------------------------------------
+
+
+def model_adapter(model: Any) -> ModuleType:
+    """The adapter of a rewritable model, or the error that says why it is not one."""
+    supported = "Supported: a built Functional or Sequential model of `keras` (Keras 3) or `tf_keras`."
+    try:
+        adapter = adapter_for(model, argument="model")
+    except TypeError:
+        raise TypeError(
+            f"Argument `model` must be a Keras model. {supported} Received: model of type {type(model).__name__}"
+        ) from None
+    if not isinstance(model, adapter.keras_api.Model):
+        raise TypeError(
+            f"Argument `model` must be a Keras model, not a layer. {supported} "
+            f"Received: {type(model).__name__} '{getattr(model, 'name', '')}'. To give "
+            "a single recurrent layer a trainable state, use `TrainableInitialStateRNN`."
+        )
+    if not is_graph_model(adapter, model):
+        raise TypeError(
+            f"Model '{model.name}' is a subclassed model ({type(model).__name__}), "
+            "whose `call` cannot be rewritten safely. " + supported + " Wrap its "
+            "recurrent layers in `TrainableInitialStateRNN` in its code instead."
+        )
+    if not model.built or not _has_inputs(model):
+        raise ValueError(
+            f"Model '{model.name}' is not built, so its graph is unknown. Build it "
+            "first: start a Sequential model with `keras.Input(shape)`, or call "
+            "`model.build(input_shape)`."
+        )
+    return adapter
+
+
+def _has_inputs(model: Any) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def is_graph_model(adapter: ModuleType, layer: Any) -> bool:
+    """Whether `layer` is a Functional or Sequential model, whose graph the rewrite can rebuild."""
+    return bool(adapter.is_functional(layer) or adapter.is_sequential(layer))
+
+
+def layers_in_tree(adapter: ModuleType, model: Any) -> list[tuple[str, Any]]:
+    """Every layer of a model and of its nested graph submodels, once each, with its submodel prefix."""
+    found: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+
+    def visit(container: Any, prefix: str) -> None:
+        for layer in container.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            found.append((prefix, layer))
+            if is_graph_model(adapter, layer):
+                visit(layer, f"{prefix}{layer.name}/")
+
+    visit(model, "")
+    return found
+
+
+def recurrent_layers(model: Any) -> list[tuple[str, Any]]:
+    """Every recurrent layer the rewrite can reach, nested submodels included, with its path.
+
+    The path is the layer's name, prefixed by `submodel/` for each submodel it
+    sits in. Layers are listed once each, in the order of `model.layers`.
+
+    Example:
+
+    ```python
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4, 2)), keras.layers.GRU(3, name="gru")])
+    >>> [path for path, _ in recurrent_layers(model)]
+    ['gru']
+
+    ```
+    """
+    adapter = model_adapter(model)
+    return [
+        (prefix + layer.name, layer)
+        for prefix, layer in layers_in_tree(adapter, model)
+        if adapter.recurrent_kind(layer) is not None
+    ]
+
+
+def _generation_or_none(cls: type) -> Generation | None:
+    try:
+        return generation_of(cls)
+    except TypeError:
+        return None
+
+
+def selector(layers: LayerSelection, found: list[tuple[str, Any]]) -> Callable[[str, Any], bool]:
+    """The predicate `(path, layer) -> bool` of a layer selection, checked against the layers found."""
+    if layers is None:
+        return lambda path, layer: True
+    if callable(layers) and not isinstance(layers, type):
+        predicate = layers
+        return lambda path, layer: bool(predicate(layer))
+    entries = [layers] if isinstance(layers, (str, type)) else layers
+    if not isinstance(entries, Iterable) or not all(isinstance(e, (str, type)) for e in entries):
+        raise TypeError(
+            "Argument `layers` must be None, a list of layer names or classes, or a "
+            f"predicate `layer -> bool`. Received: layers={layers!r}"
+        )
+    entries = list(entries)
+    names = {e for e in entries if isinstance(e, str)}
+    classes = tuple(e for e in entries if isinstance(e, type))
+    if found:
+        generation = generation_of(found[0][1])
+        for cls in classes:
+            other = _generation_or_none(cls)
+            if other is not None and other is not generation:
+                raise TypeError(
+                    f"Argument `layers` holds {cls.__module__}.{cls.__name__}, a class of "
+                    f"{other.package}, but the model is a {generation.package} model. "
+                    f"Use the {generation.package} class."
+                )
+    known = {path for path, _ in found} | {layer.name for _, layer in found}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(
+            f"Argument `layers` names no recurrent layer of the model: {unknown}. "
+            f"Recurrent layers found: {[path for path, _ in found]}"
+        )
+    return lambda path, layer: path in names or layer.name in names or isinstance(layer, classes)
+
+
+def producer(tensor: Any) -> Any:
+    """The layer whose call made a symbolic tensor, or None."""
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history is not None else None
+
+
+def state_layer_feeding(adapter: ModuleType, layer: Any, args: Any, kwargs: Any) -> Any:
+    """The `TrainableInitialState` whose outputs are a call site's whole `initial_state`, or None."""
+    _, _, passed = adapter.split_initial_state(layer, args, kwargs)
+    if passed is None:
+        return None
+    producers = {id(producer(t)): producer(t) for t in adapter.flatten_tensors(passed)}
+    if len(producers) != 1:
+        return None
+    (found,) = producers.values()
+    return found if isinstance(found, adapter.TrainableInitialState) else None
+
+
+def is_stateful(adapter: ModuleType, layer: Any) -> bool:
+    if adapter.recurrent_kind(layer) == "bidirectional":
+        return bool(getattr(layer.forward_layer, "stateful", False))
+    return bool(getattr(layer, "stateful", False))
+
+
+# ----------------------------------------------------------------------------
+# The walk
+# ----------------------------------------------------------------------------
+
+SiteKey = tuple[int, int]  # (id of the graph model, index of the call site in `adapter.call_sites`)
+
+
+class Planner:
+    """Walks a model's graph once and decides every recurrent call site."""
+
+    def __init__(self, adapter: ModuleType, selected: Callable[[str, Any], bool], options: dict[str, Any]) -> None:
+        self.adapter = adapter
+        self.selected = selected
+        self.options = options  # per-state values to check: initializer, regularizer, constraint
+        self.sites: dict[SiteKey, Decision] = {}
+        self.unreachable: dict[str, Decision] = {}
+        self.calls: dict[int, int] = {}
+        self.shapes: dict[int, Any] = {}
+        self.walked: dict[tuple[int, tuple[bool, ...]], list[bool]] = {}
+        self.looked_into: set[int] = set()
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return [*self.sites.values(), *self.unreachable.values()]
+
+    def walk(self, model: Any, prefix: str, masked: tuple[bool, ...]) -> list[bool]:
+        """Plans the call sites of a graph model; returns which of its outputs may carry a mask."""
+        key = (id(model), masked)
+        if key not in self.walked:
+            self.walked[key] = self._walk(model, prefix, masked)
+        return self.walked[key]
+
+    def _walk(self, model: Any, prefix: str, masked: tuple[bool, ...]) -> list[bool]:
+        adapter = self.adapter
+        flags: dict[int, bool] = {}
+
+        def flag(tensor: Any) -> bool:
+            return flags.get(id(tensor), False) or getattr(tensor, "_keras_mask", None) is not None
+
+        inputs = adapter.flatten_tensors(adapter.model_inputs(model))
+        for tensor, value in zip(inputs, masked or [False] * len(inputs), strict=True):
+            flags[id(tensor)] = value
+        for index, (layer, args, kwargs, outputs) in enumerate(adapter.call_sites(model)):
+            incoming = [flag(t) for t in adapter.flatten_tensors(args) if adapter.is_keras_tensor(t)]
+            if adapter.recurrent_kind(layer) is not None:
+                self.decide((id(model), index), prefix, layer, args, kwargs, incoming)
+                produced = [any(incoming[:1])] * len(outputs)
+            elif is_graph_model(adapter, layer):
+                inner = len(adapter.flatten_tensors(adapter.model_inputs(layer)))
+                given = tuple(incoming) if len(incoming) == inner else (any(incoming),) * inner
+                produced = self.walk(layer, f"{prefix}{layer.name}/", given)
+            else:
+                self.look_into(prefix, layer)
+                produced = [any(incoming) and bool(getattr(layer, "supports_masking", False))] * len(outputs)
+            for tensor, value in zip(outputs, produced, strict=False):
+                flags[id(tensor)] = value
+        return [flag(t) for t in adapter.flatten_tensors(adapter.model_outputs(model))]
+
+    def decide(self, key: SiteKey, prefix: str, layer: Any, args: Any, kwargs: Any, incoming: list[bool]) -> None:
+        """The decision of one call site (merged if a submodel's call site is walked again)."""
+        adapter = self.adapter
+        first = adapter.flatten_tensors(args)[0] if args else None
+        runtime_mask = bool(
+            adapter.RUNTIME_MASKS and incoming[:1] == [True] and getattr(first, "_keras_mask", None) is None
+        )
+        if key in self.sites:
+            known = self.sites[key]
+            self.sites[key] = dataclasses.replace(known, runtime_mask=known.runtime_mask or runtime_mask)
+            return
+        call = self.calls.get(id(layer), 0)
+        self.calls[id(layer)] = call + 1
+        path = prefix + layer.name
+        decision = Decision(path, describe_kind(layer), ADD, layer=layer, call=call, runtime_mask=runtime_mask)
+        reason = self.reason_to_skip(path, layer, args, kwargs)
+        if reason:
+            self.sites[key] = dataclasses.replace(decision, action=SKIP, reason=reason, runtime_mask=False)
+            return
+        structure = self.structure(path, layer)
+        flat = tuple(tuple(s) for s in flatten_shapes(structure))
+        self.sites[key] = dataclasses.replace(decision, state_shapes=flat, structure=structure)
+
+    def reason_to_skip(self, path: str, layer: Any, args: Any, kwargs: Any) -> str:
+        adapter = self.adapter
+        if adapter.recurrent_kind(layer) == "trainable":
+            return "already has a trainable initial state (TrainableInitialStateRNN)"
+        if not self.selected(path, layer):
+            return "not selected"
+        if is_stateful(adapter, layer):
+            return "stateful: its state carries over between batches"
+        _, _, passed = adapter.split_initial_state(layer, args, kwargs)
+        if passed is None:
+            return ""
+        if state_layer_feeding(adapter, layer, args, kwargs) is not None:
+            return "already has a trainable initial state"
+        return "its call passes initial_state"
+
+    def structure(self, path: str, layer: Any) -> Any:
+        """The layer's nested state shapes, read once per layer; per-state lists are checked against them."""
+        if id(layer) not in self.shapes:
+            structure = state_shapes(layer)
+            count = len(flatten_shapes(structure))
+            for argument, value in self.options.items():
+                per_state(value, count, argument, f"layer '{path}'")
+            self.shapes[id(layer)] = structure
+        return self.shapes[id(layer)]
+
+    def look_into(self, prefix: str, layer: Any) -> None:
+        """Plans the recurrent layers inside a custom layer or subclassed model: the rewrite cannot reach them."""
+        if id(layer) in self.looked_into:
+            return
+        self.looked_into.add(id(layer))
+        adapter = self.adapter
+        owner = "subclassed model" if isinstance(layer, adapter.keras_api.Model) else "custom layer"
+        for inner in adapter.sublayers(layer):
+            if adapter.recurrent_kind(inner) is None:
+                continue
+            path = f"{prefix}{layer.name}/{inner.name}"
+            reason = (
+                f"inside {owner} '{prefix}{layer.name}' ({type(layer).__name__}), whose `call` the rewrite "
+                f"cannot change: wrap it in `TrainableInitialStateRNN` in {type(layer).__name__}'s code"
+            )
+            self.unreachable.setdefault(path, Decision(path, describe_kind(inner), SKIP, reason, layer=inner))
+
+
+def make_plan(
+    model: Any,
+    *,
+    layers: LayerSelection = None,
+    initializer: Any = "zeros",
+    regularizer: Any = None,
+    constraint: Any = None,
+) -> Planner:
+    """Walks `model` and returns the planner holding every decision (see `plan_trainable_initial_states`)."""
+    adapter = model_adapter(model)
+    found = recurrent_layers(model)
+    selected = selector(layers, found)
+    if layers is not None and found and not any(selected(path, layer) for path, layer in found):
+        raise ValueError(
+            f"Argument `layers` selects none of the recurrent layers of model '{model.name}': "
+            f"{[path for path, _ in found]}. Received: layers={layers!r}"
+        )
+    options = {"initializer": initializer, "regularizer": regularizer, "constraint": constraint}
+    planner = Planner(adapter, selected, options)
+    planner.walk(model, "", ())
+    if not found:
+        unreachable = [f"{d.path}: {d.reason}" for d in planner.unreachable.values()]
+        if unreachable:
+            raise ValueError(
+                f"Model '{model.name}' has no recurrent layer the rewrite can reach. Found only: "
+                + "; ".join(unreachable)
+                + "."
+            )
+        raise ValueError(
+            f"Model '{model.name}' has no recurrent layer (RNN, LSTM, GRU, SimpleRNN, "
+            "ConvLSTM or Bidirectional) to give a trainable initial state."
+        )
+    return planner
+
+
+def plan_trainable_initial_states(
+    model: Any,
+    *,
+    layers: LayerSelection = None,
+    initializer: Any = "zeros",
+    regularizer: Any = None,
+    constraint: Any = None,
+) -> list[Decision]:
+    """What `add_trainable_initial_states` would do, one decision per recurrent call site.
+
+    Nothing is built or changed. Takes the same arguments as
+    `add_trainable_initial_states` (those that decide anything) and raises the
+    same errors for them.
+
+    Returns:
+        A list of `Decision`s: the call sites of reachable recurrent layers in
+        graph order, then the recurrent layers inside custom layers or
+        subclassed submodels, which the rewrite cannot reach.
+
+    Example:
+
+    ```python
+    >>> import keras
+    >>> import rnn_state_rewriter as rsr
+    >>> inputs = keras.Input((6, 2))
+    >>> x = keras.layers.LSTM(4, return_sequences=True, name="lstm")(inputs)
+    >>> x = keras.layers.GRU(3, stateful=False, name="gru")(x)
+    >>> for d in rsr.plan_trainable_initial_states(keras.Model(inputs, x), layers=["gru"]):
+    ...     print(d.path, d.kind, d.action, d.reason or d.state_shapes)
+    lstm LSTM skip not selected
+    gru GRU add ((3,),)
+
+    ```
+    """
+    return make_plan(
+        model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint
+    ).decisions
