@@ -1,31 +1,66 @@
-"""Helpers shared by the benchmark programs: timing, tables, machine facts."""
+"""Helpers shared by the benchmark programs: timing, spreads, tables, machine facts."""
 
 from __future__ import annotations
 
 import os
 import platform
 import random
-import statistics
 import time
 from collections.abc import Callable
+from importlib import metadata
+
+import numpy as np
 
 
-def interleaved_medians(calls: dict[str, Callable[[], object]], repeats: int, seed: int = 0) -> dict[str, float]:
-    """Median seconds of each call, timed in interleaved rounds (shuffled order each round).
+def interleaved_times(
+    calls: dict[str, Callable[[], object]], rounds: int, seed: int = 0
+) -> dict[str, dict[str, np.ndarray]]:
+    """Seconds of each call in every round, wall clock and process CPU time.
 
-    Every call runs once per round, so slow phases of a shared, noisy machine hit
-    all of them alike; ratios of the medians are what the benchmarks report.
+    Every call runs once per round, in a shuffled order, so slow phases of a
+    shared, noisy machine hit all of them alike; comparing two calls round by
+    round (`paired_ratio`) cancels most of that noise. CPU time counts the work
+    of every thread of this process, so other processes on the machine disturb
+    it less than the wall clock (they still share caches and memory bandwidth).
     """
     order = list(calls)
     rng = random.Random(seed)
-    times: dict[str, list[float]] = {name: [] for name in order}
-    for _ in range(repeats):
+    wall: dict[str, list[float]] = {name: [] for name in order}
+    cpu: dict[str, list[float]] = {name: [] for name in order}
+    for _ in range(rounds):
         rng.shuffle(order)
         for name in order:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             calls[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: {"wall": np.array(wall[name]), "cpu": np.array(cpu[name])} for name in order}
+
+
+def quartiles(values: np.ndarray) -> tuple[float, float, float]:
+    """The 25th, 50th and 75th percentiles."""
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return float(q1), float(median), float(q3)
+
+
+def paired_ratio(
+    times: np.ndarray, base: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Median of the per-round ratios `times / base`, with a 95% bootstrap interval of that median."""
+    ratios = np.asarray(times) / np.asarray(base)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(ratios, size=(resamples, len(ratios)), replace=True), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
+
+
+def verdict(low: float, high: float, limit: float) -> str:
+    """Whether an interval lies within `limit`, above it, or straddles it (unresolved)."""
+    if high <= limit:
+        return f"<= {limit:g}"
+    if low > limit:
+        return f"> {limit:g}"
+    return "unresolved"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -35,6 +70,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def machine() -> str:
+    """Cores, CPU model and the versions of Python, TensorFlow, Keras and tf-keras (where installed)."""
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as handle:
@@ -45,15 +81,11 @@ def machine() -> str:
     except OSError:
         pass
     import keras
-    import tensorflow as tf
 
-    try:
-        import tf_keras
-
-        tfk = tf_keras.__version__
-    except ImportError:
-        tfk = "not installed"
-    return (
-        f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}, tf-keras {tfk}"
-    )
+    versions = [f"Python {platform.python_version()}", f"Keras {keras.__version__} (backend {keras.backend.backend()})"]
+    for package in ("tensorflow", "tf-keras", "jax", "torch"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return f"{os.cpu_count()} cores, {cpu}; " + ", ".join(versions)

@@ -3,20 +3,33 @@
 Train step and predict time of LSTM, GRU and Bidirectional LSTM (256 units,
 batch 64, 100 steps, 32 features) for the plain layer, the retrofitted model
 (`add_trainable_initial_states`), `TrainableInitialStateRNN`, the
-Dense-on-a-zero-input workaround of keras-team/keras#9797 and, under tf-keras,
-`trainable-initial-state-rnn` 0.0.3 when installed. Each generation runs in its
-own process (0.0.3 needs `TF_USE_LEGACY_KERAS=1`). After a warm-up, every
-variant is timed once per round over interleaved rounds; the table gives
-medians and their ratio to the plain layer. The last line is
+Dense-on-a-zero-input workaround of keras-team/keras#9797 (a reference: it too
+passes a learned `initial_state`), zeros passed as `initial_state` with no
+weights behind them (what passing states costs before any is learned) and,
+under tf-keras,
+`trainable-initial-state-rnn` 0.0.3 when installed. Each generation runs in
+its own process (0.0.3 needs `TF_USE_LEGACY_KERAS=1`); the Keras 3 process
+uses the backend `KERAS_BACKEND` names, and the tf-keras one runs only where
+TensorFlow is installed.
+
+After a warm-up, every variant is timed once per round over interleaved rounds
+(at least 31) in a shuffled order. Per row the table gives the median time and
+its interquartile range, and the ratio to the plain layer: the median over
+rounds of (variant time / plain time of the same round), with a 95% bootstrap
+interval of that median, for the wall clock and for the process's CPU time.
+A verdict compares the wall-clock interval with 1.02: within, above, or
+unresolved where the interval straddles it. The last line is
 `overhead train=<ratio> predict=<ratio>` for the retrofitted Keras 3 LSTM.
 
     python benchmarks/overhead.py            # the full run
     python benchmarks/overhead.py --quick    # a smoke run with small sizes
+    KERAS_BACKEND=jax python benchmarks/overhead.py   # Keras 3 rows on JAX
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,9 +38,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 KINDS = ["LSTM", "GRU", "Bidirectional LSTM"]
+LIMIT = 1.02
+PLAIN = "plain layer"
+RETROFITTED = "retrofitted (add_trainable_initial_states)"
 
 
-def measure(generation: str, quick: bool, repeats: int) -> list[dict]:
+def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
+    """Times every variant of every kind in interleaved rounds; returns the raw times."""
     import numpy as np
 
     if generation == "keras3":
@@ -36,7 +53,7 @@ def measure(generation: str, quick: bool, repeats: int) -> list[dict]:
         import tensorflow as tf
 
         K = tf.keras  # tf_keras under TF_USE_LEGACY_KERAS=1, as 0.0.3 needs
-    from _common import interleaved_medians
+    from _common import interleaved_times
 
     import rnn_state_rewriter as rsr
 
@@ -66,24 +83,34 @@ def measure(generation: str, quick: bool, repeats: int) -> list[dict]:
 
         return model_from(build)
 
-    try:
-        if generation != "tf_keras":
-            raise ImportError
+    def zero_states(kind: str):
+        repeat = K.ops.repeat if generation == "keras3" else tf.repeat
+
+        def build(inputs):
+            # Zeros passed as `initial_state`, with no weights behind them: what
+            # passing states costs before any is learned.
+            count = 4 if kind == "Bidirectional LSTM" else (2 if kind == "LSTM" else 1)
+            zeros = K.layers.Lambda(lambda t: [repeat(t[:, 0, :1] * 0.0, units, axis=1) for _ in range(count)])
+            return recurrent(kind)(inputs, initial_state=zeros(inputs))
+
+        return model_from(build)
+
+    Old = None
+    if generation == "tf_keras" and importlib.util.find_spec("trainable_initial_state_rnn") is not None:
         from trainable_initial_state_rnn import TrainableInitialStateRNN as Old
-    except ImportError:
-        Old = None
 
     results = []
     for kind in KINDS[:1] if quick else KINDS:  # quick: the LSTM only
         K.utils.set_random_seed(0)
         plain = model_from(lambda t, kind=kind: recurrent(kind)(t))
         variants = {
-            "plain layer": plain,
-            "retrofitted (add_trainable_initial_states)": rsr.add_trainable_initial_states(plain),
+            PLAIN: plain,
+            RETROFITTED: rsr.add_trainable_initial_states(plain),
             "TrainableInitialStateRNN": model_from(
                 lambda t, kind=kind: rsr.TrainableInitialStateRNN(recurrent(kind))(t)
             ),
             "Dense on zero input (keras#9797)": dense_workaround(kind),
+            "zeros as initial_state (no weights)": zero_states(kind),
         }
         if Old is not None:
             variants["trainable-initial-state-rnn 0.0.3"] = model_from(lambda t, kind=kind: Old(recurrent(kind))(t))
@@ -93,73 +120,86 @@ def measure(generation: str, quick: bool, repeats: int) -> list[dict]:
             for _ in range(1 if quick else 3):  # warm-up: tracing and first-call costs
                 model.train_on_batch(x, y)
                 model.predict_on_batch(x)
-            calls[(name, "train")] = lambda m=model: m.train_on_batch(x, y)
-            calls[(name, "predict")] = lambda m=model: m.predict_on_batch(x)
-        medians = interleaved_medians({f"{n}|{p}": c for (n, p), c in calls.items()}, repeats)
+            calls[f"{name}|train"] = lambda m=model: m.train_on_batch(x, y)
+            calls[f"{name}|predict"] = lambda m=model: m.predict_on_batch(x)
+        times = interleaved_times(calls, rounds)
         for name in variants:
-            results.append(
-                {
-                    "generation": generation,
-                    "kind": kind,
-                    "variant": name,
-                    "train": medians[f"{name}|train"],
-                    "predict": medians[f"{name}|predict"],
-                }
-            )
+            row = {"generation": generation, "kind": kind, "variant": name}
+            for phase in ("train", "predict"):
+                for clock in ("wall", "cpu"):
+                    row[f"{phase}_{clock}"] = times[f"{name}|{phase}"][clock].tolist()
+            results.append(row)
     return results
+
+
+def run_generation(generation: str, quick: bool, rounds: int) -> list[dict]:
+    """Runs `measure` for one generation in a child process and returns its rows."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if generation == "tf_keras":
+        env["TF_USE_LEGACY_KERAS"] = "1"
+        env.pop("KERAS_BACKEND", None)
+    command = [sys.executable, __file__, "--generation", generation, "--rounds", str(rounds)]
+    command += ["--quick"] if quick else []
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{generation} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(results: list[dict], rounds: int) -> None:
+    """Prints the table, a sentence on the headline row and the `overhead ...` line."""
+    import numpy as np
+    from _common import machine, paired_ratio, quartiles, table, verdict
+
+    print(f"Machine: {machine()}")
+    print(
+        f"{rounds} interleaved rounds. ms: median [interquartile range] of the wall clock. ratio: median over "
+        "rounds of variant / plain layer of the same round [95% bootstrap interval], wall clock and process "
+        f"CPU time. verdict: the wall-clock interval against {LIMIT}.\n"
+    )
+    plain = {(r["generation"], r["kind"]): r for r in results if r["variant"] == PLAIN}
+    rows, headline = [], {}
+    for r in results:
+        base = plain[(r["generation"], r["kind"])]
+        row = [r["generation"], r["kind"], r["variant"]]
+        verdicts = []
+        for phase in ("train", "predict"):
+            q1, median, q3 = quartiles(np.array(r[f"{phase}_wall"]) * 1000)
+            row.append(f"{median:.1f} [{q1:.1f}, {q3:.1f}]")
+            for clock in ("wall", "cpu"):
+                ratio, low, high = paired_ratio(np.array(r[f"{phase}_{clock}"]), np.array(base[f"{phase}_{clock}"]))
+                row.append(f"{ratio:.3f} [{low:.3f}, {high:.3f}]")
+                if clock == "wall":
+                    verdicts.append(verdict(low, high, LIMIT) if r is not base else "-")
+                    if r["generation"] == "keras3" and r["kind"] == "LSTM" and r["variant"] == RETROFITTED:
+                        headline[phase] = (ratio, low, high)
+        rows.append(row + verdicts)
+    header = ["Keras", "layer", "variant", "train ms", "train ratio", "train CPU ratio"]
+    header += ["predict ms", "predict ratio", "predict CPU ratio", "train verdict", "predict verdict"]
+    print(table(header, rows))
+    train, predict = headline["train"], headline["predict"]
+    print(
+        f"\nRetrofitted Keras 3 LSTM against the plain layer: train {train[0]:.3f} "
+        f"[{train[1]:.3f}, {train[2]:.3f}], predict {predict[0]:.3f} [{predict[1]:.3f}, {predict[2]:.3f}]."
+    )
+    print(f"overhead train={train[0]:.3f} predict={predict[0]:.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions (a smoke run)")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 21, quick 2)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few rounds (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 31, quick 3)")
     parser.add_argument("--generation", choices=["keras3", "tf_keras"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    repeats = args.repeats or (2 if args.quick else 21)
+    rounds = args.rounds or (3 if args.quick else 31)
     if args.generation:  # a child process: measure one generation, print JSON
-        print(json.dumps(measure(args.generation, args.quick, repeats)))
+        print(json.dumps(measure(args.generation, args.quick, rounds)))
         return
-
-    from _common import machine, table
-
-    results = []
-    for generation in ("keras3", "tf_keras"):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        if generation == "tf_keras":
-            env["TF_USE_LEGACY_KERAS"] = "1"
-        command = [sys.executable, __file__, "--generation", generation, "--repeats", str(repeats)]
-        command += ["--quick"] if args.quick else []
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            sys.exit(f"{generation} run failed:\n{done.stderr[-3000:]}")
-        results += json.loads(done.stdout.strip().splitlines()[-1])
-
-    print(f"Machine: {machine()}")
-    print(f"Medians of {repeats} interleaved rounds; ratio = variant / plain layer of the same kind and generation.\n")
-    plain = {(r["generation"], r["kind"]): r for r in results if r["variant"] == "plain layer"}
-    rows = []
-    for r in results:
-        base = plain[(r["generation"], r["kind"])]
-        rows.append(
-            [
-                r["generation"],
-                r["kind"],
-                r["variant"],
-                f"{r['train'] * 1000:.1f}",
-                f"{r['train'] / base['train']:.3f}",
-                f"{r['predict'] * 1000:.1f}",
-                f"{r['predict'] / base['predict']:.3f}",
-            ]
-        )
-    header = ["Keras", "layer", "variant", "train ms", "train ratio", "predict ms", "predict ratio"]
-    print(table(header, rows))
-    headline = next(
-        r for r in results if r["generation"] == "keras3" and r["kind"] == "LSTM" and r["variant"].startswith("retro")
-    )
-    base = plain[("keras3", "LSTM")]
-    print(
-        f"\noverhead train={headline['train'] / base['train']:.3f} predict={headline['predict'] / base['predict']:.3f}"
-    )
+    generations = ["keras3"]
+    if importlib.util.find_spec("tensorflow") is not None:
+        generations.append("tf_keras")
+    results = [row for generation in generations for row in run_generation(generation, args.quick, rounds)]
+    report(results, rounds)
 
 
 if __name__ == "__main__":

@@ -8,35 +8,66 @@ Public names:
   `initial_states`: rewrite a built Functional or Sequential model.
 - `plan_trainable_initial_states`, `Decision`: what the rewrite would do, and why.
 - `state_shapes`, `is_recurrent`: the state structure of a recurrent layer.
+- `to_tflite`: a TFLite flatbuffer that keeps the learned initial states.
 
 Both Keras generations are supported: Keras 3 (`keras`) and tf-keras
 (`tf_keras`); `tf_keras` is imported only when a tf-keras object is seen.
+Importing the package imports Keras only if Keras (or TensorFlow) is already
+imported, to register the layers for loading saved models; otherwise the
+first use of a public name does.
 """
 
+import importlib as _importlib
 import sys as _sys
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN
-from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states
-from rnn_state_rewriter.rewrite import (
-    add_trainable_initial_states,
-    initial_states,
-    remove_trainable_initial_states,
-)
-from rnn_state_rewriter.states import is_recurrent, state_shapes
+# Public name -> the module defining it. The modules are imported on first use
+# of a name, so that importing the package (or its command line, which must
+# start before TensorFlow does) imports neither Keras nor TensorFlow.
+_PUBLIC = {
+    "TrainableInitialState": "rnn_state_rewriter.layers",
+    "TrainableInitialStateRNN": "rnn_state_rewriter.layers",
+    "add_trainable_initial_states": "rnn_state_rewriter.rewrite",
+    "remove_trainable_initial_states": "rnn_state_rewriter.rewrite",
+    "initial_states": "rnn_state_rewriter.rewrite",
+    "plan_trainable_initial_states": "rnn_state_rewriter.plan",
+    "Decision": "rnn_state_rewriter.plan",
+    "state_shapes": "rnn_state_rewriter.states",
+    "is_recurrent": "rnn_state_rewriter.states",
+    "to_tflite": "rnn_state_rewriter.export",
+}
 
-__all__ = [
-    "TrainableInitialState",
-    "TrainableInitialStateRNN",
-    "add_trainable_initial_states",
-    "remove_trainable_initial_states",
-    "initial_states",
-    "plan_trainable_initial_states",
-    "Decision",
-    "state_shapes",
-    "is_recurrent",
-]
+__all__ = list(_PUBLIC)
 
 __version__ = "0.1.0"
 
+if _TYPE_CHECKING:  # the names, for type checkers and editors
+    from rnn_state_rewriter.export import to_tflite  # noqa: F401
+    from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN  # noqa: F401
+    from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states  # noqa: F401
+    from rnn_state_rewriter.rewrite import (  # noqa: F401
+        add_trainable_initial_states,
+        initial_states,
+        remove_trainable_initial_states,
+    )
+    from rnn_state_rewriter.states import is_recurrent, state_shapes  # noqa: F401
+
+
+def __getattr__(name: str) -> object:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'rnn_state_rewriter' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+# Register the layers for loading saved models when Keras is already there
+# (importing it is then free); otherwise the first use of a name does.
+if "keras" in _sys.modules or "tf_keras" in _sys.modules or "tensorflow" in _sys.modules:
+    import rnn_state_rewriter.layers  # noqa: F401
 if "tf_keras" in _sys.modules:  # register the tf-keras twins for loading saved models
     import rnn_state_rewriter._tf_keras  # noqa: F401

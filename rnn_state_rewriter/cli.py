@@ -1,115 +1,177 @@
-"""The command line: `rnn-state-rewriter add | inspect | demo`.
+"""The command line: `rnn-state-rewriter add | inspect | export | demo`.
 
-Model files are loaded in Keras safe mode, and a file that carries Python code
-(a `Lambda` layer) is refused unless `--unsafe` is given: tf-keras applies
-safe mode to `.keras` files only, so the file's own config is checked first,
-whatever the format. Outputs are written to a temporary path beside OUTPUT and
-renamed, so OUTPUT is never partly written.
+Model files are untrusted input. Before Keras loads one, a child process
+reads every part of it under a time limit (`rnn_state_rewriter._probe`): a
+corrupt file can make HDF5 hang forever or crash, and readers raise
+exceptions of any type. Every failure ends in one line on stderr and exit
+status 1 (`--debug` adds the traceback); nothing is written and the input is
+never changed. Files are loaded in Keras safe mode, and a file that carries
+Python code (a `Lambda` layer) is refused unless `--unsafe` is given: tf-keras
+applies safe mode to `.keras` files only, so the file's own config is checked
+first, whatever the format. Outputs are written to a temporary path beside
+OUTPUT and renamed, so OUTPUT is never partly written.
+
+Importing this module imports neither Keras nor TensorFlow: `main()` first
+keeps TensorFlow's start-up log lines off the terminal (it sets
+`TF_CPP_MIN_LOG_LEVEL=2` unless the user set it), then imports them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import importlib
+import importlib.util
+import inspect
 import logging
 import os
 import re
 import shutil
 import sys
+import tempfile
+import traceback
 import warnings
-import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 PROG = "rnn-state-rewriter"
-CODE_CLASSES = re.compile(rb'"class_name":\s*"(Lambda|__lambda__)"')
+READ_TIMEOUT = 120.0
+UNKNOWN_OBJECT = re.compile(  # how Keras 3 and tf-keras say they met a class they do not know
+    r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '?([\w.>]+)'?"
+    r"|should have a `call` method. The RNN was passed: cell=(\w+)"
+)
 
 
 class CliError(Exception):
-    """A failure explained in one line; exit status 1."""
+    """A failure explained in one line; exit status 1. `details`: more for `--debug`."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 # ---------------------------------------------------------------- model files
 
 
-def _read_config_bytes(path: str) -> tuple[str, bytes]:
-    """The Keras generation ("3" or "2") recorded in a model file, and its config bytes."""
-    if os.path.isdir(path):
-        metadata = os.path.join(path, "keras_metadata.pb")
-        if os.path.exists(metadata):
-            with open(metadata, "rb") as handle:
-                return "2", handle.read()
-        if os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise CliError(
-                f"{path}: a SavedModel without Keras metadata (e.g. from Keras 3 "
-                "`model.export()`) holds no Keras model to rewrite; use the `.keras` file"
-            )
-        raise CliError(f"{path}: a folder that is not a SavedModel")
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                metadata = json.loads(archive.read("metadata.json"))
-                config = archive.read("config.json")
-        except (KeyError, ValueError, zipfile.BadZipFile) as error:
-            raise CliError(f"{path}: not a Keras model file ({error})") from None
-        return str(metadata.get("keras_version", "3")).split(".")[0], config
-    try:
-        import h5py
+def load_model(
+    path: str,
+    keras_choice: str = "auto",
+    unsafe: bool = False,
+    custom_objects: Sequence[str] = (),
+    read_timeout: float = READ_TIMEOUT,
+) -> Any:
+    """Loads an untrusted model file in safe mode, choosing the Keras generation from its metadata.
 
-        with h5py.File(path, "r") as handle:
-            version = handle.attrs.get("keras_version", b"2")
-            config = handle.attrs.get("model_config")
-    except OSError:
-        raise CliError(f"{path}: not a Keras model file (.keras, .h5 or SavedModel folder)") from None
-    if config is None:
-        raise CliError(f"{path}: an HDF5 file without a model config (weights only?)")
-    return _text(version).split(".")[0], _text(config).encode()
+    The file is first read in a child process under `read_timeout` seconds;
+    `custom_objects` names modules or `.py` files to import before loading.
+    """
+    from rnn_state_rewriter._probe import ProbeError, probe
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def load_model(path: str, keras_choice: str = "auto", unsafe: bool = False) -> Any:
-    """Loads a model file in safe mode, choosing the Keras generation from its metadata."""
     if not os.path.exists(path):
         raise CliError(f"{path}: no such file or folder")
     if not os.access(path, os.R_OK):
         raise CliError(f"{path}: not readable")
-    recorded, config = _read_config_bytes(path)
-    major = recorded if keras_choice == "auto" else keras_choice
-    if not unsafe and CODE_CLASSES.search(config):
+    try:
+        metadata = probe(path, read_timeout)
+    except ProbeError as error:
+        raise CliError(f"{path}: {error}", error.details) from None
+    major = metadata.generation if keras_choice == "auto" else keras_choice
+    if not unsafe and metadata.carries_code:
         raise CliError(
             f"{path} carries Python code (a Lambda layer), which loading would run; "
             "refused. Pass --unsafe to load it if you trust the file."
         )
     api = _keras_api(major)
+    objects = import_custom_objects(custom_objects)
     try:
         with _quiet():
-            return api.models.load_model(path, safe_mode=not unsafe)
+            return api.models.load_model(path, safe_mode=not unsafe, custom_objects=objects)
     except Exception as error:  # any failure of Keras to read the file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CliError(f"{path}: cannot be loaded as a Keras {major} model: {first}") from None
+        raise CliError(_load_failure(path, major, error, bool(custom_objects))) from error
+
+
+def _load_failure(path: str, major: str, error: Exception, had_custom_objects: bool) -> str:
+    text = str(error).strip()
+    unknown = UNKNOWN_OBJECT.search(text)
+    if unknown:
+        name = next(group for group in unknown.groups() if group)
+        where = "none of the --custom-objects modules defines it; add" if had_custom_objects else "pass"
+        return (
+            f"{path}: the model uses {name!r}, which is not known here; {where} --custom-objects "
+            "MODULE_OR_FILE naming the Python module or .py file that defines it"
+        )
+    first = text.splitlines()[0] if text else type(error).__name__
+    return f"{path}: cannot be loaded as a Keras {major} model: {first}"
+
+
+def import_custom_objects(sources: Sequence[str]) -> dict[str, Any]:
+    """Imports each module (dotted name) or `.py` file; returns the classes and functions it defines.
+
+    Importing runs the classes' registration decorators; the returned
+    dictionary, passed as `custom_objects`, finds unregistered ones by name.
+    """
+    objects: dict[str, Any] = {}
+    for source in sources:
+        module = _import_source(source)
+        for name, value in vars(module).items():
+            defined_here = getattr(value, "__module__", None) == module.__name__
+            if defined_here and (inspect.isclass(value) or inspect.isfunction(value)) and not name.startswith("_"):
+                objects[name] = value
+    return objects
+
+
+def _import_source(source: str) -> Any:
+    try:
+        if source.endswith(".py") or os.sep in source:
+            return _import_file(source)
+        return importlib.import_module(source)
+    except CliError:
+        raise
+    except Exception as error:  # whatever the user's module raises while it is imported
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise CliError(f"--custom-objects {source}: cannot be imported: {type(error).__name__}: {first}") from error
+
+
+def _import_file(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise CliError(f"--custom-objects {path}: no such file")
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CliError(f"--custom-objects {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, folder)  # so that it can import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silences Python warnings and TensorFlow's Python log while Keras reads a file."""
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silences Python warnings and the Python logs of TensorFlow and absl while Keras works."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _keras_api(major: str) -> Any:
+    """The Keras package of a generation, with this package's layers registered for loading."""
     if major == "3":
         import keras
+
+        import rnn_state_rewriter.layers  # noqa: F401  (registers the layers)
 
         return keras
     try:
@@ -122,7 +184,7 @@ def _keras_api(major: str) -> Any:
 
 
 def save_atomically(model: Any, output: str, force: bool) -> None:
-    """Saves to a temporary path beside `output`, then renames it into place."""
+    """Saves a model to a temporary path beside `output`, then renames it into place."""
     from rnn_state_rewriter.generation import Generation, generation_of
 
     extension = os.path.splitext(output)[1].lower()
@@ -131,30 +193,39 @@ def save_atomically(model: Any, output: str, force: bool) -> None:
         raise CliError(f"{output}: unknown model format {extension!r}; use .keras")
     if keras3 and extension != ".keras":
         raise CliError(f"{output}: Keras 3 models are saved as .keras files")
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise CliError(f"{output}: folder {folder} does not exist")
-    temporary = os.path.join(folder, f".{os.path.basename(output)}.tmp-{os.getpid()}{extension}")
-    try:
+
+    def save(temporary: str) -> None:
         with _quiet():
             if extension:
                 model.save(temporary)
             else:
                 model.save(temporary, save_format="tf")
-        if os.path.isdir(temporary):
-            if os.path.exists(output) and force:
-                old = temporary + ".old"
-                os.replace(output, old)
-                os.replace(temporary, output)
-                _remove(old)
-            else:
-                os.replace(temporary, output)
+
+    _write_atomically(output, save)
+
+
+def _check_folder(output: str) -> str:
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise CliError(f"{output}: folder {folder} does not exist")
+    return folder
+
+
+def _write_atomically(output: str, write: Callable[[str], None]) -> None:
+    """Calls `write(temporary)` for a path beside `output`, then renames it to `output` (replacing it)."""
+    extension = os.path.splitext(output)[1].lower()
+    temporary = os.path.join(_check_folder(output), f".{os.path.basename(output)}.tmp-{os.getpid()}{extension}")
+    try:
+        write(temporary)
+        if os.path.isdir(temporary) and os.path.exists(output):
+            old = temporary + ".old"
+            os.replace(output, old)
+            os.replace(temporary, output)
+            _remove(old)
         else:
             os.replace(temporary, output)
-    except CliError:
-        raise
     except Exception as error:
-        raise CliError(f"{output}: could not be written: {error}") from None
+        raise CliError(f"{output}: could not be written: {error}") from error
     finally:
         _remove(temporary)
 
@@ -184,16 +255,16 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def command_add(args: argparse.Namespace) -> int:
-    import rnn_state_rewriter as rsr
-    from rnn_state_rewriter.rewrite import recurrent_layers
-    from rnn_state_rewriter.states import describe_kind
-
     if os.path.exists(args.output) and not args.force:
         raise CliError(f"{args.output}: exists; pass --force to replace it")
-    model = load_model(args.input, args.keras, args.unsafe)
+    model = _load(args, args.input)
+
+    import rnn_state_rewriter as rsr
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            plan = rsr.plan_trainable_initial_states(model, layers=args.layers, initializer=args.initializer)
             new_model = rsr.add_trainable_initial_states(
                 model,
                 layers=args.layers,
@@ -202,41 +273,35 @@ def command_add(args: argparse.Namespace) -> int:
                 freeze_base=args.freeze_base,
             )
     except (TypeError, ValueError) as error:
-        raise CliError(str(error)) from None
-    before, after = rsr.initial_states(model), rsr.initial_states(new_model)
-    selected = set(args.layers or [])
-    rows = [["layer", "kind", "states", "result"]]
-    for path, layer in recurrent_layers(model):
-        if path in after and path not in before:
-            result = "rewritten"
-        elif path in before:
-            result = "skipped: already has a trainable initial state"
-        elif getattr(getattr(layer, "forward_layer", layer), "stateful", False):
-            result = "skipped: stateful"
-        elif selected and path not in selected and layer.name not in selected:
-            result = "skipped: not selected"
-        else:
-            result = "skipped: its call passes initial_state"
-        rows.append([path, describe_kind(layer), _format_shapes(layer), result])
+        raise CliError(str(error)) from error
     save_atomically(new_model, args.output, args.force)
-    print(_table(rows))
+    print(_table([["layer", "kind", "states", "result"], *map(_decision_row, plan)]))
     print(f"wrote {args.output}")
     return 0
 
 
+def _decision_row(decision: Any) -> list[str]:
+    """One row of the `add` table, as the rewrite's plan decided it."""
+    path = decision.path if decision.call == 0 else f"{decision.path} (call {decision.call + 1})"
+    shapes = " ".join(str(tuple(shape)) for shape in decision.state_shapes) or "-"
+    result = "rewritten" if decision.action == "add" else f"skipped: {decision.reason}"
+    return [path, decision.kind, shapes, result]
+
+
 def command_inspect(args: argparse.Namespace) -> int:
+    model = _load(args, args.model)
+
     import numpy as np
 
     import rnn_state_rewriter as rsr
     from rnn_state_rewriter.rewrite import recurrent_layers
     from rnn_state_rewriter.states import describe_kind
 
-    model = load_model(args.model, args.keras, args.unsafe)
     try:
         found = recurrent_layers(model)
         learned = rsr.initial_states(model)
     except (TypeError, ValueError) as error:
-        raise CliError(str(error)) from None
+        raise CliError(str(error)) from error
     if not found:
         raise CliError(f"{args.model}: the model has no recurrent layer")
     rows = [["layer", "kind", "states", "trainable initial state", "norms"]]
@@ -248,11 +313,43 @@ def command_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_demo(args: argparse.Namespace) -> int:
-    from rnn_state_rewriter.demo import run_demo
+def command_export(args: argparse.Namespace) -> int:
+    if os.path.splitext(args.output)[1].lower() != ".tflite":
+        raise CliError(f"{args.output}: the export is a TFLite flatbuffer; name it .tflite")
+    if os.path.exists(args.output) and not args.force:
+        raise CliError(f"{args.output}: exists; pass --force to replace it")
+    _check_folder(args.output)
+    model = _load(args, args.model)
 
-    run_demo(output_dir=args.output_dir, epochs=args.epochs)
+    from rnn_state_rewriter.export import to_tflite
+
+    try:
+        with _quiet():
+            flatbuffer = to_tflite(model, batch_size=args.batch_size, steps=args.steps)
+    except (TypeError, ValueError, ImportError) as error:
+        raise CliError(f"{args.model}: {error}") from error
+    _write_atomically(args.output, lambda temporary: _write_bytes(temporary, flatbuffer))
+    print(f"wrote {args.output} ({len(flatbuffer)} bytes; checked against Keras on random inputs within 1e-5)")
     return 0
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    try:
+        from rnn_state_rewriter.demo import run_demo
+
+        run_demo(output_dir=args.output_dir, epochs=args.epochs)
+    except ImportError as error:  # matplotlib is missing
+        raise CliError(str(error)) from error
+    return 0
+
+
+def _load(args: argparse.Namespace, path: str) -> Any:
+    return load_model(path, args.keras, args.unsafe, args.custom_objects or (), args.read_timeout)
 
 
 # ---------------------------------------------------------------- parser
@@ -278,25 +375,52 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _common_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--debug", action="store_true", help="on failure, print the traceback (for bug reports)")
+
+
+def _loading_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--keras",
+        choices=["auto", "3", "2"],
+        default="auto",
+        help="Keras generation to load with: auto reads it from the file (default)",
+    )
+    sub.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load files that carry Python code (Lambda layers); only for files you trust",
+    )
+    sub.add_argument(
+        "--custom-objects",
+        action="append",
+        metavar="MODULE_OR_FILE",
+        help="import this Python module (dotted name) or .py file, which defines the model's custom "
+        "classes or functions, before loading; repeatable",
+    )
+    sub.add_argument(
+        "--read-timeout",
+        type=_positive_float,
+        default=READ_TIMEOUT,
+        metavar="SECONDS",
+        help=f"time limit for reading the file, which a corrupt file can make hang (default {READ_TIMEOUT:g})",
+    )
+    _common_options(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Give the recurrent layers of Keras models trainable initial states.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def loading_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--keras",
-            choices=["auto", "3", "2"],
-            default="auto",
-            help="Keras generation to load with: auto reads it from the file (default)",
-        )
-        sub.add_argument(
-            "--unsafe",
-            action="store_true",
-            help="load files that carry Python code (Lambda layers); only for files you trust",
-        )
 
     add = commands.add_parser(
         "add",
@@ -322,18 +446,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--freeze-base", action="store_true", help="make every pre-existing weight non-trainable")
     add.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
-    loading_options(add)
+    _loading_options(add)
     add.set_defaults(run=command_add)
 
-    inspect = commands.add_parser(
+    inspect_ = commands.add_parser(
         "inspect",
         help="list recurrent layers and their initial states",
         description="Print a table of MODEL's recurrent layers, their state shapes, "
         "whether they have trainable initial states and the norms of the learned ones.",
     )
-    inspect.add_argument("model", metavar="MODEL", help="model file: .keras, .h5 or SavedModel folder")
-    loading_options(inspect)
-    inspect.set_defaults(run=command_inspect)
+    inspect_.add_argument("model", metavar="MODEL", help="model file: .keras, .h5 or SavedModel folder")
+    _loading_options(inspect_)
+    inspect_.set_defaults(run=command_inspect)
+
+    export = commands.add_parser(
+        "export",
+        help="convert a model to a TFLite flatbuffer that keeps its learned initial states",
+        description="Convert MODEL to TFLite (builtin ops, no unrolling) with a fixed batch size, run "
+        "the TFLite interpreter on random inputs against Keras, and write OUTPUT only if they agree "
+        "within 1e-5. Needs TensorFlow.",
+    )
+    export.add_argument("model", metavar="MODEL", help="model file: .keras, .h5 or SavedModel folder")
+    export.add_argument("output", metavar="OUTPUT", help="the .tflite file to write")
+    export.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="fixed batch size (default 1)")
+    export.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        metavar="T",
+        help="fixed number of time steps (default: the model's own; variable if it has none)",
+    )
+    export.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    _loading_options(export)
+    export.set_defaults(run=command_export)
 
     demo = commands.add_parser(
         "demo",
@@ -350,18 +495,74 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="epochs of pretraining and of each fine-tuning run (default 12)",
     )
+    _common_options(demo)
     demo.set_defaults(run=command_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (0, 1 on failure, 2 on usage errors)."""
+    """Runs the command line; returns the exit status (0, 1 on failure, 2 on usage errors).
+
+    Keeps TensorFlow's start-up log lines off the terminal unless the user set
+    `TF_CPP_MIN_LOG_LEVEL`: this is the only place the package sets an
+    environment variable, before anything imports TensorFlow.
+    """
+    capture = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "add" and os.path.realpath(args.input) == os.path.realpath(args.output):
+    source, output = getattr(args, "input", getattr(args, "model", "")), getattr(args, "output", None)
+    if output is not None and os.path.realpath(source) == os.path.realpath(output):
         parser.error("OUTPUT must differ from INPUT: the input file is never overwritten")
+    logs: list[str] = []
     try:
-        return int(args.run(args))
+        with _native_logs_captured(capture, logs):
+            return int(args.run(args))
     except CliError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+        _report(str(error), error, args.debug, logs)
+    except Exception as error:  # a failure nobody foresaw still ends in one line
+        text = (str(error).strip().splitlines() or [""])[0]
+        message = f"unexpected {type(error).__name__}: {text} (rerun with --debug for the traceback)"
+        _report(message, error, args.debug, logs)
+    return 1
+
+
+@contextlib.contextmanager
+def _native_logs_captured(enabled: bool, logs: list[str]) -> Iterator[None]:
+    """Sends what native code writes to stderr (TensorFlow's log lines) to `logs`; ours still shows.
+
+    TensorFlow 2.21 writes its start-up lines (oneDNN, CUDA, CPU features)
+    and converter lines through absl before reading `TF_CPP_MIN_LOG_LEVEL`,
+    so the variable alone does not silence them: file descriptor 2 is
+    pointed at a temporary file while the command runs, and `sys.stderr` at
+    the terminal.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    previous = sys.stderr
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        encoding = getattr(previous, "encoding", None) or "utf-8"
+        sys.stderr = open(os.dup(terminal), "w", buffering=1, encoding=encoding, errors="backslashreplace")
+        try:
+            yield
+        finally:
+            sys.stderr.close()
+            sys.stderr = previous
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            log.seek(0)
+            logs.append(log.read().decode(errors="replace"))
+
+
+def _report(message: str, error: Exception, debug: bool, logs: list[str]) -> None:
+    if debug:
+        print("".join(logs).rstrip(), file=sys.stderr)
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        details = getattr(error, "details", "")
+        if details:
+            print(details.rstrip(), file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -21,6 +21,8 @@ import rnn_state_rewriter as rsr
 from rnn_state_rewriter import TrainableInitialState, TrainableInitialStateRNN
 from rnn_state_rewriter.cli import main as cli_main
 
+DATA = Path(__file__).resolve().parent / "data"  # corrupt files that hung or escaped (see test_fuzz.py)
+
 
 def lstm_model(K, **options):
     return K.Sequential([K.Input((5, 3)), K.layers.LSTM(4, name="lstm", **options), K.layers.Dense(1)])
@@ -142,6 +144,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (folder / "truncated.keras").write_bytes(data[: len(data) // 2])
     (folder / "notes.txt").write_text("not a model")
     (folder / "existing.keras").write_bytes(b"precious")
+    (folder / "existing.tflite").write_bytes(b"precious")
+    (folder / "broken.py").write_text("raise RuntimeError('broken on import')\n")
+
+    class Doubler(keras.layers.Layer):  # neither registered nor importable by name
+        def call(self, x):
+            return x * 2
+
+    inputs = keras.Input((5, 3))
+    keras.Model(inputs, keras.layers.LSTM(2)(Doubler()(inputs))).save(folder / "custom.keras")
     return {p.name: p for p in folder.iterdir()}
 
 
@@ -167,6 +178,25 @@ CLI_CASES = {
     "missing arguments": (["add"], 2),
     "unknown command": (["frobnicate"], 2),
     "inspect of a missing file": (["inspect", "{dir}/missing.keras"], 1),
+    "file that hangs HDF5 while being read": (
+        ["inspect", "{data}/hang_tf_keras_bit_flips.h5", "--read-timeout", "1"],
+        1,
+    ),
+    "corrupt zip (zipfile raises OSError)": (["add", "{data}/escape_keras3_zip_offset.keras", "{out}/o.keras"], 1),
+    "corrupt HDF5 (h5py raises KeyError)": (["add", "{data}/escape_tf_keras_key_error.h5", "{out}/o.h5"], 1),
+    "non-positive --read-timeout": (["inspect", "{dir}/k3.keras", "--read-timeout", "0"], 2),
+    "unknown class without --custom-objects": (["inspect", "{dir}/custom.keras"], 1),
+    "--custom-objects module that does not exist": (
+        ["inspect", "{dir}/k3.keras", "--custom-objects", "no_such_module_for_rsr"],
+        1,
+    ),
+    "--custom-objects file that raises on import": (
+        ["inspect", "{dir}/k3.keras", "--custom-objects", "{dir}/broken.py"],
+        1,
+    ),
+    "export to a name other than .tflite": (["export", "{dir}/k3.keras", "{out}/o.bin"], 1),
+    "export to an existing file without --force": (["export", "{dir}/k3.keras", "{dir}/existing.tflite"], 1),
+    "export with --batch-size 0": (["export", "{dir}/k3.keras", "{out}/o.tflite", "--batch-size", "0"], 2),
 }
 
 CASES = [("api", name) for name in API_CASES] + [("cli", name) for name in CLI_CASES]
@@ -197,7 +227,7 @@ def test_bad_input_matrix(K, surface, case, files, tmp_path, capsys):
         pytest.skip("the command line cases do not depend on the fixture's generation")
     argv, status = CLI_CASES[case]
     folder = files["k3.keras"].parent
-    argv = [a.format(dir=folder, out=tmp_path) for a in argv]
+    argv = [a.format(dir=folder, out=tmp_path, data=DATA) for a in argv]
     inputs_before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     code = _run_cli(argv)
     captured = capsys.readouterr()

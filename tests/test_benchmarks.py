@@ -27,6 +27,10 @@ def test_overhead_quick_ends_with_the_headline_line():
     last = out.strip().splitlines()[-1]
     assert last.startswith("overhead train=") and " predict=" in last
     assert "| keras3" in out and "| tf_keras" in out and "Dense on zero input" in out
+    # every row but the plain layer's has a ratio with its interval and a verdict against 1.02
+    rows = [line for line in out.splitlines() if line.startswith("| keras3") or line.startswith("| tf_keras")]
+    assert rows and all(line.count("[") == 6 for line in rows)
+    assert all(any(v in line for v in ("<= 1.02", "> 1.02", "unresolved")) for line in rows if "plain" not in line)
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory needs Linux /proc")
@@ -41,3 +45,4 @@ def test_benefit_quick_reports_every_variant():
     for variant in ("zero states", "learned states", "learned states + noise 0.1"):
         assert f"| {variant}" in out
     assert "Validation MSE per time step" in out
+    assert "| stream windows (the demo)" in out and "after each epoch of fine-tuning" in out
