@@ -7,9 +7,10 @@ where is decided here, in one place:
 - `K` gives `keras` (Keras 3) on every backend, and `tf_keras` only on the
   TensorFlow backend (tf-keras runs on TensorFlow whatever Keras 3's backend is,
   so checking it once is enough).
-- Tests marked `tensorflow`, and the modules in `TENSORFLOW_ONLY_MODULES`, use
-  TensorFlow-only features (SavedModel and TFLite export, `tf.distribute`); they
-  are skipped on other backends, and not even collected without TensorFlow.
+- Tests marked `tensorflow`, the modules in `TENSORFLOW_ONLY_MODULES` and the
+  doctests of the modules in `TENSORFLOW_ONLY_DOCTESTS` use TensorFlow-only
+  features (SavedModel and TFLite export, `tf.distribute`): they are skipped on
+  other backends, and those modules are not even collected without TensorFlow.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pytest  # noqa: E402
 BACKEND = keras.config.backend()
 GENERATIONS = ["keras3", "tf_keras"]
 TENSORFLOW_ONLY_MODULES = ["test_export.py"]  # they import TensorFlow at the top
+TENSORFLOW_ONLY_DOCTESTS = ["rnn_state_rewriter.export"]  # TFLite: TensorFlow-only
 
 if not TENSORFLOW_INSTALLED:
     collect_ignore = TENSORFLOW_ONLY_MODULES
@@ -95,7 +97,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"TensorFlow-only feature; this run's Keras backend is {BACKEND}")
     for item in items:
-        if item.get_closest_marker("tensorflow") or item.path.name in TENSORFLOW_ONLY_MODULES:
+        doctest_of = item.name.rsplit(".", 1)[0]  # a doctest item is named `module.function`
+        if (
+            item.get_closest_marker("tensorflow")
+            or item.path.name in TENSORFLOW_ONLY_MODULES
+            or doctest_of in TENSORFLOW_ONLY_DOCTESTS
+        ):
             item.add_marker(skip)
 
 
