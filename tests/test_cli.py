@@ -234,6 +234,7 @@ def interpret(path: Path, x: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
+@pytest.mark.tensorflow  # TFLite needs the TensorFlow backend (on JAX the command line says so)
 @pytest.mark.parametrize("source, generation", [("k3.keras", "keras3"), ("tk.h5", "tf_keras")])
 def test_export_writes_a_tflite_file_that_keeps_the_learned_states(files, tmp_path, source, generation):
     suffix = Path(source).suffix
