@@ -609,7 +609,14 @@ def _tf_keras_layer_classes() -> LayerClasses:
     import tf_keras
 
     register = tf_keras.saving.register_keras_serializable(package=PACKAGE)
-    common = {"__module__": __name__, "_ops": ops(Generation.TF_KERAS)}
+    common = {
+        "__module__": __name__,
+        "_ops": ops(Generation.TF_KERAS),
+        # tf-keras runs the `call` of layers defined outside it through AutoGraph,
+        # which transpiles every function `call` reaches, once per process (0.6 s
+        # of a first retrofit); `call` has no Python control flow on tensors.
+        "_should_use_autograph": lambda self: False,
+    }
     state = type(
         "TrainableInitialState",
         (TrainableInitialStateMixin, tf_keras.layers.Layer),

@@ -23,7 +23,7 @@ import numpy as np
 
 from rnn_state_rewriter._adapter import Adapter
 from rnn_state_rewriter.cloning import clone_layer, compile_like, copy_weights
-from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev
+from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, distinct_initializers, per_state
 from rnn_state_rewriter.plan import (
     ADD,
     Decision,
@@ -307,13 +307,14 @@ def add_trainable_initial_states(
             )
     names = _Names(adapter, model)
     state_layers: dict[int, Any] = {}
+    initializers = _initializers_per_layer(adapter, planner.decisions, initializer)
 
     def state_layer_for(decision: Decision) -> Any:
         layer = decision.layer
         if id(layer) not in state_layers:
             state_layers[id(layer)] = adapter.TrainableInitialState(
                 decision.structure,
-                initializer=initializer,
+                initializer=initializers[id(layer)],
                 regularizer=regularizer,
                 constraint=constraint,
                 noise_stddev=noise_stddev,
@@ -337,6 +338,26 @@ def add_trainable_initial_states(
         _freeze_all_but_states(adapter, new_model)
     compile_like(adapter, new_model, model)
     return new_model
+
+
+def _initializers_per_layer(adapter: Adapter, decisions: list[Decision], initializer: Any) -> dict[int, list[Any]]:
+    """One initializer per state of every layer that gets states, each state its own draw across the model.
+
+    One initializer object used for every state of every layer would give them
+    all the same values; `distinct_initializers` re-seeds its later uses.
+    """
+    layers = {id(d.layer): d for d in decisions if d.action == ADD}
+    flat: list[Any] = []
+    for decision in layers.values():
+        count = len(decision.state_shapes)
+        values = per_state(initializer, count, "initializer", f"layer '{decision.path}'")
+        flat += [adapter.keras_api.initializers.get("zeros" if v is None else v) for v in values]
+    flat = distinct_initializers(flat)
+    result, start = {}, 0
+    for key, decision in layers.items():
+        result[key] = flat[start : start + len(decision.state_shapes)]
+        start += len(decision.state_shapes)
+    return result
 
 
 class _Names:

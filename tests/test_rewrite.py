@@ -400,3 +400,24 @@ def test_errors_change_nothing(K):
     after = (snapshot(model), len(model.layers), [len(layer._inbound_nodes) for layer in model.layers])
     assert_same_weights(before[0], after[0])
     assert before[1:] == after[1:]
+
+
+def test_one_initializer_object_gives_every_state_of_every_layer_its_own_draw(K):
+    """Regression: `RandomNormal(stddev=1.0)` gave h = c = forward = backward, and the same in every layer."""
+    inputs = K.Input((5, 3))
+    x = K.layers.Bidirectional(K.layers.LSTM(4, return_sequences=True), name="bi")(inputs)
+    model = K.Model(inputs, K.layers.LSTM(4, name="lstm")(x))
+    states = rsr.initial_states(
+        rsr.add_trainable_initial_states(model, initializer=K.initializers.RandomNormal(stddev=1.0))
+    )
+    values = [v for name in ("bi", "lstm") for v in states[name]]
+    assert len(values) == 6
+    for i, a in enumerate(values):
+        for b in values[i + 1 :]:
+            assert np.abs(a - b).max() > 1e-3
+    seeded = K.initializers.RandomNormal(stddev=1.0, seed=7)
+    first = rsr.initial_states(rsr.add_trainable_initial_states(model, initializer=seeded))
+    again = rsr.initial_states(rsr.add_trainable_initial_states(model, initializer=seeded))
+    for name in first:
+        for a, b in zip(first[name], again[name], strict=True):
+            np.testing.assert_array_equal(a, b)
