@@ -173,13 +173,9 @@ class _Rebuild:
         return self.clones[id(layer)]
 
     def leaf(self, layer: Any, path: str) -> Any:
-        if not isinstance(layer, self.adapter.keras_api.layers.Layer):  # a Keras 3 operation without weights
-            try:
-                return clone_layer(self.adapter, layer, path)
-            except Exception:  # an operation that cannot be rebuilt from its config is reused
-                return layer
+        """A clone of a layer or a Keras 3 operation; one without variables may come back as itself."""
         clone = clone_layer(self.adapter, layer, path)
-        if clone is not layer:
+        if clone is not layer and isinstance(layer, self.adapter.keras_api.layers.Layer):
             self.restore.extend(_swap_initializers(clone, self.adapter))
             self.pairs.append((layer, clone))
         return clone
