@@ -294,7 +294,7 @@ def command_inspect(args: argparse.Namespace) -> int:
     import numpy as np
 
     import rnn_state_rewriter as rsr
-    from rnn_state_rewriter.rewrite import recurrent_layers
+    from rnn_state_rewriter.plan import recurrent_layers
     from rnn_state_rewriter.states import describe_kind
 
     try:

@@ -32,7 +32,6 @@ from rnn_state_rewriter.plan import (
     layers_in_tree,
     make_plan,
     model_adapter,
-    recurrent_layers,
     state_layer_feeding,
 )
 
@@ -40,7 +39,6 @@ __all__ = [
     "add_trainable_initial_states",
     "remove_trainable_initial_states",
     "initial_states",
-    "recurrent_layers",
 ]
 
 
