@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import subprocess
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -69,8 +70,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
-def machine() -> str:
-    """Cores, CPU model and the versions of Python, TensorFlow, Keras and tf-keras (where installed)."""
+def machine(pythons: dict[str, str] | None = None) -> str:
+    """Cores, CPU model and the versions of Python, Keras and the backends (where installed).
+
+    `pythons` maps a backend to the interpreter that ran it, where that is not this one.
+    """
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as handle:
@@ -82,10 +86,71 @@ def machine() -> str:
         pass
     import keras
 
-    versions = [f"Python {platform.python_version()}", f"Keras {keras.__version__} (backend {keras.backend.backend()})"]
+    versions = [f"Python {platform.python_version()}", f"Keras {keras.__version__}"]
     for package in ("tensorflow", "tf-keras", "jax", "torch"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             pass
+    import sys
+
+    for backend, python in (pythons or {}).items():
+        if python != sys.executable:
+            probe = f"from importlib import metadata; print(metadata.version({backend!r}))"
+            found = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+            version = found.stdout.strip() or "not installed"
+            versions.append(f"{backend} {version} (run by {python})")
     return f"{os.cpu_count()} cores, {cpu}; " + ", ".join(versions)
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def backend_arguments(parser) -> None:
+    """Adds `--backend` (one or more Keras 3 backends) and `--python BACKEND=PATH` to an argument parser."""
+    default = os.environ.get("KERAS_BACKEND", "tensorflow")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        choices=BACKENDS,
+        default=[default] if default in BACKENDS else ["tensorflow"],
+        help="Keras 3 backends to measure, each in its own process (default: KERAS_BACKEND, else tensorflow); "
+        "the tf-keras rows run with tensorflow",
+    )
+    parser.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="BACKEND=PATH",
+        help="the interpreter for a backend's processes, e.g. torch=.venv-torch/bin/python "
+        "(PyTorch and TensorFlow cannot share a process, so they often live in separate environments); "
+        "default: this one",
+    )
+
+
+def backend_pythons(backends: list[str], overrides: list[str]) -> dict[str, str]:
+    """The interpreter of each backend: `sys.executable` unless `--python BACKEND=PATH` names another."""
+    import sys
+
+    pythons = {backend: sys.executable for backend in backends}
+    for entry in overrides:
+        backend, sep, path = entry.partition("=")
+        if not sep or backend not in BACKENDS:
+            raise SystemExit(f"--python takes BACKEND=PATH with BACKEND one of {', '.join(BACKENDS)}; got {entry!r}")
+        pythons[backend] = path
+    return pythons
+
+
+def has_module(python: str, module: str) -> bool:
+    """Whether `module` can be imported by the interpreter `python` (without importing it)."""
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python, "-c", probe], check=False).returncode == 0
+
+
+def child_env(backend: str | None) -> dict[str, str]:
+    """The environment of a measuring child process: quiet TensorFlow, and `KERAS_BACKEND` where given."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_BACKEND", None)
+    if backend is not None:
+        env["KERAS_BACKEND"] = backend
+    return env

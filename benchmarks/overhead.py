@@ -8,9 +8,10 @@ passes a learned `initial_state`), zeros passed as `initial_state` with no
 weights behind them (what passing states costs before any is learned) and,
 under tf-keras,
 `trainable-initial-state-rnn` 0.0.3 when installed. Each generation runs in
-its own process (0.0.3 needs `TF_USE_LEGACY_KERAS=1`); the Keras 3 process
-uses the backend `KERAS_BACKEND` names, and the tf-keras one runs only where
-TensorFlow is installed.
+its own process (0.0.3 needs `TF_USE_LEGACY_KERAS=1`); Keras 3 runs once per
+backend given with `--backend` (default: the one `KERAS_BACKEND` names, else
+TensorFlow), each in its own process, and tf-keras runs with the TensorFlow
+backend where TensorFlow is installed.
 
 After a warm-up, every variant is timed once per round over interleaved rounds
 (at least 31) in a shuffled order. Per row the table gives the median time and
@@ -19,11 +20,12 @@ rounds of (variant time / plain time of the same round), with a 95% bootstrap
 interval of that median, for the wall clock and for the process's CPU time.
 A verdict compares the wall-clock interval with 1.02: within, above, or
 unresolved where the interval straddles it. The last line is
-`overhead train=<ratio> predict=<ratio>` for the retrofitted Keras 3 LSTM.
+`overhead train=<ratio> predict=<ratio>` for the retrofitted Keras 3 LSTM on
+the first backend given.
 
     python benchmarks/overhead.py            # the full run
     python benchmarks/overhead.py --quick    # a smoke run with small sizes
-    KERAS_BACKEND=jax python benchmarks/overhead.py   # Keras 3 rows on JAX
+    python benchmarks/overhead.py --backend tensorflow jax torch --python torch=.venv-torch/bin/python
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
             calls[f"{name}|predict"] = lambda m=model: m.predict_on_batch(x)
         times = interleaved_times(calls, rounds)
         for name in variants:
-            row = {"generation": generation, "kind": kind, "variant": name}
+            row = {"generation": generation, "backend": K.backend.backend(), "kind": kind, "variant": name}
             for phase in ("train", "predict"):
                 for clock in ("wall", "cpu"):
                     row[f"{phase}_{clock}"] = times[f"{name}|{phase}"][clock].tolist()
@@ -132,36 +134,37 @@ def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
     return results
 
 
-def run_generation(generation: str, quick: bool, rounds: int) -> list[dict]:
-    """Runs `measure` for one generation in a child process and returns its rows."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run_generation(generation: str, backend: str, python: str, quick: bool, rounds: int) -> list[dict]:
+    """Runs `measure` for one generation on one backend in a child process and returns its rows."""
+    from _common import child_env
+
+    env = child_env(backend if generation == "keras3" else None)
     if generation == "tf_keras":
         env["TF_USE_LEGACY_KERAS"] = "1"
-        env.pop("KERAS_BACKEND", None)
-    command = [sys.executable, __file__, "--generation", generation, "--rounds", str(rounds)]
+    command = [python, __file__, "--generation", generation, "--rounds", str(rounds)]
     command += ["--quick"] if quick else []
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        sys.exit(f"{generation} run failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"{generation} ({backend}) run failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(results: list[dict], rounds: int) -> None:
+def report(results: list[dict], rounds: int, pythons: dict[str, str]) -> None:
     """Prints the table, a sentence on the headline row and the `overhead ...` line."""
     import numpy as np
     from _common import machine, paired_ratio, quartiles, table, verdict
 
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine(pythons)}")
     print(
         f"{rounds} interleaved rounds. ms: median [interquartile range] of the wall clock. ratio: median over "
         "rounds of variant / plain layer of the same round [95% bootstrap interval], wall clock and process "
         f"CPU time. verdict: the wall-clock interval against {LIMIT}.\n"
     )
-    plain = {(r["generation"], r["kind"]): r for r in results if r["variant"] == PLAIN}
+    plain = {(r["generation"], r["backend"], r["kind"]): r for r in results if r["variant"] == PLAIN}
     rows, headline = [], {}
     for r in results:
-        base = plain[(r["generation"], r["kind"])]
-        row = [r["generation"], r["kind"], r["variant"]]
+        base = plain[(r["generation"], r["backend"], r["kind"])]
+        row = [r["generation"], r["backend"], r["kind"], r["variant"]]
         verdicts = []
         for phase in ("train", "predict"):
             q1, median, q3 = quartiles(np.array(r[f"{phase}_wall"]) * 1000)
@@ -172,17 +175,20 @@ def report(results: list[dict], rounds: int) -> None:
                 if clock == "wall":
                     verdicts.append(verdict(low, high, LIMIT) if r is not base else "-")
                     if r["generation"] == "keras3" and r["kind"] == "LSTM" and r["variant"] == RETROFITTED:
-                        headline[phase] = (ratio, low, high)
+                        headline.setdefault(r["backend"], {})[phase] = (ratio, low, high)
         rows.append(row + verdicts)
-    header = ["Keras", "layer", "variant", "train ms", "train ratio", "train CPU ratio"]
+    header = ["Keras", "backend", "layer", "variant", "train ms", "train ratio", "train CPU ratio"]
     header += ["predict ms", "predict ratio", "predict CPU ratio", "train verdict", "predict verdict"]
     print(table(header, rows))
-    train, predict = headline["train"], headline["predict"]
-    print(
-        f"\nRetrofitted Keras 3 LSTM against the plain layer: train {train[0]:.3f} "
-        f"[{train[1]:.3f}, {train[2]:.3f}], predict {predict[0]:.3f} [{predict[1]:.3f}, {predict[2]:.3f}]."
-    )
-    print(f"overhead train={train[0]:.3f} predict={predict[0]:.3f}")
+    print()
+    for backend, ratios in headline.items():
+        train, predict = ratios["train"], ratios["predict"]
+        print(
+            f"Retrofitted Keras 3 LSTM against the plain layer on {backend}: train {train[0]:.3f} "
+            f"[{train[1]:.3f}, {train[2]:.3f}], predict {predict[0]:.3f} [{predict[1]:.3f}, {predict[2]:.3f}]."
+        )
+    first = headline[next(iter(headline))]
+    print(f"overhead train={first['train'][0]:.3f} predict={first['predict'][0]:.3f}")
 
 
 def main() -> None:
@@ -190,16 +196,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 31, quick 3)")
     parser.add_argument("--generation", choices=["keras3", "tf_keras"], help=argparse.SUPPRESS)
+    from _common import backend_arguments, backend_pythons, has_module
+
+    backend_arguments(parser)
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 31)
     if args.generation:  # a child process: measure one generation, print JSON
         print(json.dumps(measure(args.generation, args.quick, rounds)))
         return
-    generations = ["keras3"]
-    if importlib.util.find_spec("tensorflow") is not None:
-        generations.append("tf_keras")
-    results = [row for generation in generations for row in run_generation(generation, args.quick, rounds)]
-    report(results, rounds)
+    pythons = backend_pythons(args.backend, args.python)
+    runs = [("keras3", backend) for backend in args.backend]
+    if "tensorflow" in pythons and has_module(pythons["tensorflow"], "tf_keras"):
+        runs.append(("tf_keras", "tensorflow"))
+    results = []
+    for generation, backend in runs:
+        results += run_generation(generation, backend, pythons[backend], args.quick, rounds)
+    report(results, rounds, pythons)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,13 @@ started from. Processes run in interleaved rounds; the table gives medians,
 and the ratio of the medians of process CPU time too, which other processes on
 a shared machine disturb less than the wall clock.
 
+Keras 3 runs on each backend given with `--backend` (default: the one
+`KERAS_BACKEND` names, else TensorFlow); tf-keras runs with TensorFlow, where
+installed.
+
     python benchmarks/retrofit.py            # the full run
     python benchmarks/retrofit.py --quick    # a smoke run with small models
+    python benchmarks/retrofit.py --backend tensorflow jax torch --python torch=.venv-torch/bin/python
 """
 
 from __future__ import annotations
@@ -84,24 +89,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small models, one round (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    from _common import backend_arguments, backend_pythons, child_env, has_module, machine, table
+
+    backend_arguments(parser)
     args = parser.parse_args()
     if args.child:
         generation, method, layers, units, features = args.child
         print(json.dumps(measure(generation, method, int(layers), int(units), int(features))))
         return
 
-    from _common import machine, table
-
     cases = QUICK_CASES if args.quick else CASES
     rounds = args.rounds or (1 if args.quick else 3)
-    jobs = [(g, c, m) for g in ("keras3", "tf_keras") for c in cases for m in ("baseline", "retrofit")]
+    pythons = backend_pythons(args.backend, args.python)
+    # A "generation" here is what a row measures: Keras 3 on one backend, or tf-keras.
+    generations = {f"keras3/{backend}": backend for backend in args.backend}
+    if "tensorflow" in pythons and has_module(pythons["tensorflow"], "tf_keras"):
+        generations["tf_keras"] = "tensorflow"
+    jobs = [(g, c, m) for g in generations for c in cases for m in ("baseline", "retrofit")]
     samples: dict[tuple, list[dict]] = {job: [] for job in jobs}
     rng = random.Random(0)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for _ in range(rounds):
         rng.shuffle(jobs)
         for generation, case, method in jobs:
-            command = [sys.executable, __file__, "--child", generation, method, *map(str, cases[case])]
+            backend = generations[generation]
+            command = [pythons[backend], __file__, "--child", generation.split("/")[0], method, *map(str, cases[case])]
+            env = child_env(backend if generation != "tf_keras" else None)
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"{generation} {case} {method} failed:\n{done.stderr[-3000:]}")
@@ -110,10 +122,10 @@ def main() -> None:
     def median(generation: str, case: str, method: str, key: str) -> float:
         return statistics.median(s[key] for s in samples[(generation, case, method)])
 
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine(pythons)}")
     print(f"Medians of {rounds} interleaved rounds, one process per measurement.\n")
     rows = []
-    for generation in ("keras3", "tf_keras"):
+    for generation in generations:
         for case in cases:
             base_s, ours_s = (median(generation, case, m, "seconds") for m in ("baseline", "retrofit"))
             base_c, ours_c = (median(generation, case, m, "cpu_seconds") for m in ("baseline", "retrofit"))

@@ -3,6 +3,7 @@
 Benchmarks measure; the tests only check that they run and report.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,31 +14,47 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run(name: str) -> str:
+def run(name: str, *args: str) -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), "--quick"], capture_output=True, text=True, timeout=900, env=env
+        [sys.executable, str(BENCHMARKS / name), "--quick", *args], capture_output=True, text=True, timeout=900, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
+HAS_JAX = importlib.util.find_spec("jax") is not None
+
+
 def test_overhead_quick_ends_with_the_headline_line():
-    out = run("overhead.py")
+    # JAX first where installed: each backend in its own process, the headline line is the first one's
+    out = run("overhead.py", *(["--backend", "jax", "tensorflow"] if HAS_JAX else []))
     last = out.strip().splitlines()[-1]
     assert last.startswith("overhead train=") and " predict=" in last
-    assert "| keras3" in out and "| tf_keras" in out and "Dense on zero input" in out
+    assert "| keras3   | tensorflow" in out and "| tf_keras | tensorflow" in out and "Dense on zero input" in out
     # every row but the plain layer's has a ratio with its interval and a verdict against 1.02
     rows = [line for line in out.splitlines() if line.startswith("| keras3") or line.startswith("| tf_keras")]
     assert rows and all(line.count("[") == 6 for line in rows)
     assert all(any(v in line for v in ("<= 1.02", "> 1.02", "unresolved")) for line in rows if "plain" not in line)
+    if HAS_JAX:
+        assert "| keras3   | jax" in out and "LSTM against the plain layer on jax:" in out
+        jax_train = out.split("on jax: train ")[1].split(" ")[0]
+        assert last.startswith(f"overhead train={jax_train} ")
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory needs Linux /proc")
 def test_retrofit_quick_reports_time_and_memory_ratios():
     out = run("retrofit.py")
     assert "time ratio" in out and "retrofit extra peak / weights" in out
-    assert out.count("| keras3") == 1 and out.count("| tf_keras") == 1
+    assert out.count("| keras3/tensorflow") == 1 and out.count("| tf_keras") == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory needs Linux /proc")
+@pytest.mark.skipif(not HAS_JAX, reason="needs JAX beside TensorFlow")
+def test_retrofit_measures_only_the_backends_given():
+    out = run("retrofit.py", "--backend", "jax")
+    assert out.count("| keras3/jax") == 1
+    assert "| keras3/tensorflow" not in out and "| tf_keras" not in out  # tf-keras rows come with tensorflow
 
 
 def test_benefit_quick_reports_every_variant():
