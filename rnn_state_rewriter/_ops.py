@@ -83,7 +83,9 @@ class Keras3Ops:
 
     def broadcast_to_batch(self, value: Any, batch_size: Any, shape: Sequence[int], dtype: Any) -> Any:
         ops = self.api.ops
-        return ops.broadcast_to(ops.expand_dims(ops.cast(value, dtype), 0), (batch_size, *shape))
+        if self.api.backend.standardize_dtype(value.dtype) != self.api.backend.standardize_dtype(dtype):
+            value = ops.cast(value, dtype)
+        return ops.broadcast_to(value, (batch_size, *shape))  # a new leading axis, as broadcasting prepends
 
     def noise_source(self) -> Any:
         return self.api.random.SeedGenerator()
@@ -126,12 +128,15 @@ class TfKerasOps:
         return layer.get_initial_state(self.tf.zeros(shape, dtype=layer.dtype or "float32"))
 
     def batch_size(self, inputs: Any, axis: int) -> Any:
+        # A slice of the shape, which TensorFlow's static shape inference reads (a fixed batch stays known).
         return self.tf.shape(self.flatten(inputs)[0])[axis]
 
     def broadcast_to_batch(self, value: Any, batch_size: Any, shape: Sequence[int], dtype: Any) -> Any:
         tf = self.tf
-        value = tf.cast(tf.convert_to_tensor(value), dtype)
-        return tf.broadcast_to(value[tf.newaxis], tf.concat([[batch_size], list(shape)], 0))
+        value = tf.convert_to_tensor(value)
+        if value.dtype != tf.as_dtype(dtype):
+            value = tf.cast(value, dtype)
+        return tf.broadcast_to(value, tf.stack([batch_size, *shape]))  # a new leading axis, as broadcasting prepends
 
     def noise_source(self) -> Any:
         return None
