@@ -6,6 +6,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -92,8 +93,6 @@ def machine(pythons: dict[str, str] | None = None) -> str:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             pass
-    import sys
-
     for backend, python in (pythons or {}).items():
         if python != sys.executable:
             probe = f"from importlib import metadata; print(metadata.version({backend!r}))"
@@ -130,8 +129,6 @@ def backend_arguments(parser) -> None:
 
 def backend_pythons(backends: list[str], overrides: list[str]) -> dict[str, str]:
     """The interpreter of each backend: `sys.executable` unless `--python BACKEND=PATH` names another."""
-    import sys
-
     pythons = {backend: sys.executable for backend in backends}
     for entry in overrides:
         backend, sep, path = entry.partition("=")
