@@ -144,6 +144,15 @@ def has_module(python: str, module: str) -> bool:
     return subprocess.run([python, "-c", probe], check=False).returncode == 0
 
 
+def generations_to_measure(backends: list[str], pythons: dict[str, str]) -> list[tuple[str, str]]:
+    """`(generation, backend)` pairs: Keras 3 on each backend given, and tf-keras where `tensorflow` is given
+    and its interpreter has tf_keras."""
+    runs = [("keras3", backend) for backend in backends]
+    if "tensorflow" in pythons and has_module(pythons["tensorflow"], "tf_keras"):
+        runs.append(("tf_keras", "tensorflow"))
+    return runs
+
+
 def child_env(backend: str | None) -> dict[str, str]:
     """The environment of a measuring child process: quiet TensorFlow, and `KERAS_BACKEND` where given."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 31, quick 3)")
     parser.add_argument("--generation", choices=["keras3", "tf_keras"], help=argparse.SUPPRESS)
-    from _common import backend_arguments, backend_pythons, has_module
+    from _common import backend_arguments, backend_pythons, generations_to_measure
 
     backend_arguments(parser)
     args = parser.parse_args()
@@ -205,11 +205,8 @@ def main() -> None:
         print(json.dumps(measure(args.generation, args.quick, rounds)))
         return
     pythons = backend_pythons(args.backend, args.python)
-    runs = [("keras3", backend) for backend in args.backend]
-    if "tensorflow" in pythons and has_module(pythons["tensorflow"], "tf_keras"):
-        runs.append(("tf_keras", "tensorflow"))
     results = []
-    for generation, backend in runs:
+    for generation, backend in generations_to_measure(args.backend, pythons):
         results += run_generation(generation, backend, pythons[backend], args.quick, rounds)
     report(results, rounds, pythons)
 

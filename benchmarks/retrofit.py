@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small models, one round (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    from _common import backend_arguments, backend_pythons, child_env, has_module, machine, table
+    from _common import backend_arguments, backend_pythons, child_env, generations_to_measure, machine, table
 
     backend_arguments(parser)
     args = parser.parse_args()
@@ -102,9 +102,10 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     pythons = backend_pythons(args.backend, args.python)
     # A "generation" here is what a row measures: Keras 3 on one backend, or tf-keras.
-    generations = {f"keras3/{backend}": backend for backend in args.backend}
-    if "tensorflow" in pythons and has_module(pythons["tensorflow"], "tf_keras"):
-        generations["tf_keras"] = "tensorflow"
+    generations = {
+        gen if gen == "tf_keras" else f"{gen}/{backend}": backend
+        for gen, backend in generations_to_measure(args.backend, pythons)
+    }
     jobs = [(g, c, m) for g in generations for c in cases for m in ("baseline", "retrofit")]
     samples: dict[tuple, list[dict]] = {job: [] for job in jobs}
     rng = random.Random(0)
