@@ -43,10 +43,19 @@ KINDS = ["LSTM", "GRU", "Bidirectional LSTM"]
 LIMIT = 1.02
 PLAIN = "plain layer"
 RETROFITTED = "retrofitted (add_trainable_initial_states)"
+FLUSHED = "(FTZ)"  # the label of PyTorch rows run with subnormals flushed to zero
 
 
-def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
-    """Times every variant of every kind in interleaved rounds; returns the raw times."""
+def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> list[dict]:
+    """Times every variant of every kind in interleaved rounds; returns the raw times.
+
+    `flush`: PyTorch flushes subnormal numbers to zero (`torch.set_flush_denormal`), set before PyTorch
+    starts its worker threads, which keep the setting they start with.
+    """
+    if flush:
+        import torch
+
+        torch.set_flush_denormal(True)
     import numpy as np
 
     if generation == "keras3":
@@ -126,7 +135,8 @@ def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
             calls[f"{name}|predict"] = lambda m=model: m.predict_on_batch(x)
         times = interleaved_times(calls, rounds)
         for name in variants:
-            row = {"generation": generation, "backend": K.backend.backend(), "kind": kind, "variant": name}
+            backend = K.backend.backend() + (f" {FLUSHED}" if flush else "")
+            row = {"generation": generation, "backend": backend, "kind": kind, "variant": name}
             for phase in ("train", "predict"):
                 for clock in ("wall", "cpu"):
                     row[f"{phase}_{clock}"] = times[f"{name}|{phase}"][clock].tolist()
@@ -134,7 +144,9 @@ def measure(generation: str, quick: bool, rounds: int) -> list[dict]:
     return results
 
 
-def run_generation(generation: str, backend: str, python: str, quick: bool, rounds: int) -> list[dict]:
+def run_generation(
+    generation: str, backend: str, python: str, quick: bool, rounds: int, flush: bool = False
+) -> list[dict]:
     """Runs `measure` for one generation on one backend in a child process and returns its rows."""
     from _common import child_env
 
@@ -143,6 +155,7 @@ def run_generation(generation: str, backend: str, python: str, quick: bool, roun
         env["TF_USE_LEGACY_KERAS"] = "1"
     command = [python, __file__, "--generation", generation, "--rounds", str(rounds)]
     command += ["--quick"] if quick else []
+    command += ["--flush-denormal"] if flush else []
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"{generation} ({backend}) run failed:\n{done.stderr[-3000:]}")
@@ -158,7 +171,8 @@ def report(results: list[dict], rounds: int, pythons: dict[str, str]) -> None:
     print(
         f"{rounds} interleaved rounds. ms: median [interquartile range] of the wall clock. ratio: median over "
         "rounds of variant / plain layer of the same round [95% bootstrap interval], wall clock and process "
-        f"CPU time. verdict: the wall-clock interval against {LIMIT}.\n"
+        f"CPU time. verdict: the wall-clock interval against {LIMIT}. torch {FLUSHED}: PyTorch with "
+        "torch.set_flush_denormal(True), as TensorFlow and XLA flush subnormal numbers on the CPU by default.\n"
     )
     plain = {(r["generation"], r["backend"], r["kind"]): r for r in results if r["variant"] == PLAIN}
     rows, headline = [], {}
@@ -199,15 +213,25 @@ def main() -> None:
     from _common import backend_arguments, backend_pythons, generations_to_measure
 
     backend_arguments(parser)
+    parser.add_argument(
+        "--flush-denormal",
+        action="store_true",
+        help="measure PyTorch a second time with torch.set_flush_denormal(True), rows labelled "
+        f"'torch {FLUSHED}' (TensorFlow and XLA flush subnormal numbers on the CPU by default; see torch_gru_cost.py)",
+    )
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 31)
     if args.generation:  # a child process: measure one generation, print JSON
-        print(json.dumps(measure(args.generation, args.quick, rounds)))
+        print(json.dumps(measure(args.generation, args.quick, rounds, args.flush_denormal)))
         return
     pythons = backend_pythons(args.backend, args.python)
+    if args.flush_denormal and "torch" not in args.backend:
+        parser.error("--flush-denormal concerns PyTorch: add torch to --backend")
     results = []
     for generation, backend in generations_to_measure(args.backend, pythons):
         results += run_generation(generation, backend, pythons[backend], args.quick, rounds)
+    if args.flush_denormal:
+        results += run_generation("keras3", "torch", pythons["torch"], args.quick, rounds, flush=True)
     report(results, rounds, pythons)
 
 

@@ -1,116 +1,182 @@
-"""Where the PyTorch backend's GRU train step pays for a learned initial state.
+"""Why the PyTorch backend's GRU train step costs more with a learned initial state.
 
 `overhead.py` finds that, on Keras 3's PyTorch backend (CPU), every way of
 learning a GRU's initial state (the retrofit, `TrainableInitialStateRNN`, the
-Dense workaround) costs the train step about 6%, while zeros passed as
-`initial_state` cost nothing. This program narrows it down, in one process,
-over interleaved rounds (GRU(256), batch 64, 100 steps, 32 features):
+Dense workaround) costs the train step about 6 to 8%, while zeros passed as
+`initial_state` cost nothing. The cause is subnormal floating-point numbers:
 
-1. Keras train steps: the plain model, the retrofitted one, the retrofitted one
-   with its broadcast state copied to a contiguous tensor, and zeros passed as
-   `initial_state`.
-2. Keras' own pure-PyTorch GRU loop (`_fallback_gru`, what the layer runs on
-   the CPU) forward and backward, started from zeros or from a broadcast
-   trainable state.
+- In this benchmark's task (random data, 100 steps) the gradient that reaches
+  the first step has vanished to about 1e-22, so the learned state, which
+  starts at zero and moves by Adam's steps, stays near 1e-19.
+- The first step's term of the recurrent kernel's gradient, stateᵀ · gradient,
+  is then about 1e-41: subnormal (below float32's smallest normal, 1.2e-38).
+  x86 CPUs compute subnormals in microcode, about a hundred times slower, so
+  that one 256x64x768 matmul takes milliseconds instead of a tenth of one.
+- From zeros (the plain layer) that product is exactly zero: no subnormals.
+- TensorFlow and XLA (JAX) flush subnormals to zero on the CPU by default;
+  PyTorch does not unless `torch.set_flush_denormal(True)` is called before
+  its first parallel computation (its worker threads keep the setting they
+  start with).
 
-Each row gives the median process CPU time and the median per-round ratio to
-its first row with a 95% bootstrap interval.
+This program shows each link, in two child processes, PyTorch's default and
+with `torch.set_flush_denormal(True)` called first (GRU(256), batch 64, 100
+steps, 32 features, 3 warm-up steps, as in `overhead.py`):
 
-    KERAS_BACKEND=torch python benchmarks/torch_gru_cost.py [--rounds 21]
+1. the magnitudes after the warm-up: the learned state, its gradient, and the
+   share of the first step's stateᵀ · gradient terms that are subnormal;
+2. the slowest `aten::mm` of one train step, plain and retrofitted (profiler);
+3. that matmul alone, at normal magnitudes and at the measured ones;
+4. Keras train steps in interleaved rounds: the plain GRU, the retrofitted one
+   and zeros passed as `initial_state`, as CPU time ratios to the plain one.
+
+    KERAS_BACKEND=torch python benchmarks/torch_gru_cost.py [--rounds 21] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 UNITS, BATCH, STEPS, FEATURES = 256, 64, 100, 32
+SMALLEST_NORMAL = 1.1754944e-38  # float32
 
 
-def keras_steps(x, y) -> dict:
-    """The train steps of part 1, as calls."""
+def build(x, y) -> dict:
+    """The plain GRU model, its retrofit and zeros as `initial_state`, compiled and warmed up."""
     import keras as K
 
     import rnn_state_rewriter as rsr
-    from rnn_state_rewriter import _ops
 
     K.utils.set_random_seed(0)
     inputs = K.Input((STEPS, FEATURES))
     plain = K.Model(inputs, K.layers.Dense(1)(K.layers.GRU(UNITS)(inputs)))
-    broadcast = _ops.Keras3Ops.broadcast_to_batch
-    _ops.Keras3Ops.broadcast_to_batch = lambda self, *args: broadcast(self, *args) * 1.0  # a contiguous copy
-    try:
-        contiguous = rsr.add_trainable_initial_states(plain)
-    finally:
-        _ops.Keras3Ops.broadcast_to_batch = broadcast
     zeros_in = K.Input((STEPS, FEATURES))
     zero_state = K.layers.Lambda(lambda t: K.ops.repeat(t[:, 0, :1] * 0.0, UNITS, axis=1))(zeros_in)
     zeros = K.Model(zeros_in, K.layers.Dense(1)(K.layers.GRU(UNITS)(zeros_in, initial_state=[zero_state])))
-    models = {
-        "plain GRU": plain,
-        "retrofitted": rsr.add_trainable_initial_states(plain),
-        "retrofitted, state made contiguous": contiguous,
-        "zeros as initial_state (no weights)": zeros,
-    }
-    calls = {}
-    for name, model in models.items():
+    retrofitted = rsr.add_trainable_initial_states(plain)
+    models = {"plain GRU": plain, "retrofitted": retrofitted, "zeros as initial_state": zeros}
+    for model in models.values():
         model.compile(K.optimizers.Adam(1e-3), "mse")
         for _ in range(3):
             model.train_on_batch(x, y)
-        calls[name] = lambda m=model: m.train_on_batch(x, y)
-    return calls
+    return models
 
 
-def loop_steps(x) -> dict:
-    """Forward and backward of Keras' pure-PyTorch GRU loop, part 2, as calls."""
+def magnitudes(model, x, y) -> dict:
+    """Largest |state|, largest |gradient at the state|, and the subnormal share of stateᵀ · gradient."""
+    import numpy as np
     import torch
-    from keras.src.backend.torch.rnn import _fallback_gru
 
-    torch.manual_seed(0)
-    inputs = torch.as_tensor(x)
-    kernel = (torch.randn(FEATURES, 3 * UNITS) * 0.1).requires_grad_()
-    recurrent = (torch.randn(UNITS, 3 * UNITS) * 0.05).requires_grad_()
-    bias = torch.zeros(2, 3 * UNITS, requires_grad=True)
-    state = torch.zeros(UNITS, requires_grad=True)
+    state = next(w for w in model.trainable_weights if "initial_state" in w.path)
+    loss = torch.mean((model(torch.as_tensor(x)) - torch.as_tensor(y)) ** 2)
+    grad = torch.autograd.grad(loss, state.value)[0].detach().double().numpy()
+    value = state.value.detach().double().numpy()
+    products = np.abs(np.outer(value, grad)).ravel()  # in float64, so nothing is flushed on the way
+    subnormal = np.mean((products > 0) & (products < SMALLEST_NORMAL))
+    return {"state": float(np.abs(value).max()), "gradient": float(np.abs(grad).max()), "subnormal": float(subnormal)}
 
-    def run(initial):
-        last, _, _ = _fallback_gru(inputs, initial(), kernel, recurrent, bias, torch.tanh, torch.sigmoid, False)
-        last.sum().backward()
 
-    return {
-        "_fallback_gru from zeros": lambda: run(lambda: torch.zeros(BATCH, UNITS)),
-        "_fallback_gru from a broadcast trainable state": lambda: run(lambda: state.expand(BATCH, UNITS)),
+def slowest_mm(model, x, y) -> tuple[float, str]:
+    """Milliseconds and input shapes of the slowest `aten::mm` in one train step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        model.train_on_batch(x, y)
+    mms = [e for e in prof.events() if e.name == "aten::mm"]
+    slowest = max(mms, key=lambda e: e.cpu_time_total)
+    return slowest.cpu_time_total / 1000, " x ".join(str(s) for s in slowest.input_shapes[:2])
+
+
+def matmul_ms(state: float, gradient: float, repeats: int = 20) -> float:
+    """Median milliseconds of one stateᵀ · gradient matmul (256x64 times 64x768) at these magnitudes."""
+    import time
+
+    import numpy as np
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(BATCH, UNITS, generator=generator) * state
+    b = torch.randn(BATCH, 3 * UNITS, generator=generator) * gradient
+    torch.mm(a.t(), b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a.t(), b)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def measure(rounds: int, flush: bool) -> dict:
+    """Everything one setting of PyTorch's subnormal handling shows, as JSON-ready numbers."""
+    import torch
+
+    if flush:
+        torch.set_flush_denormal(True)  # before anything starts PyTorch's worker threads
+    import numpy as np
+    from _common import interleaved_times, paired_ratio
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
+    y = rng.normal(size=(BATCH, 1)).astype("float32")
+    models = build(x, y)
+    found = magnitudes(models["retrofitted"], x, y)
+    found["slowest_mm"] = {name: slowest_mm(models[name], x, y) for name in ("plain GRU", "retrofitted")}
+    found["matmul_normal_ms"] = matmul_ms(1.0, 1.0)
+    found["matmul_measured_ms"] = matmul_ms(found["state"], found["gradient"])
+    times = interleaved_times({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()}, rounds)
+    base = times["plain GRU"]["cpu"]
+    found["train"] = {
+        name: [float(np.median(times[name]["cpu"]) * 1000), *paired_ratio(times[name]["cpu"], base)] for name in models
     }
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds (default 21)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 21, quick 3)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds (a smoke run; the sizes stay)")
+    parser.add_argument("--child", choices=["default", "flush"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.quick else 21)
+    if args.child:
+        print(json.dumps(measure(args.rounds, args.child == "flush")))
+        return
     import keras
-    import numpy as np
-    from _common import interleaved_times, machine, paired_ratio, table
+    from _common import child_env, machine, table
 
     if keras.backend.backend() != "torch":
         sys.exit("torch_gru_cost.py measures the PyTorch backend: run it with KERAS_BACKEND=torch")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
-    y = rng.normal(size=(BATCH, 1)).astype("float32")
+    settings = {"default": "PyTorch's default", "flush": "torch.set_flush_denormal(True)"}
+    found = {}
+    for child in settings:
+        command = [sys.executable, __file__, "--child", child, "--rounds", str(args.rounds)]
+        done = subprocess.run(command, env=child_env("torch"), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"the {child} run failed:\n{done.stderr[-3000:]}")
+        found[child] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"Machine: {machine()}")
-    print(f"{args.rounds} interleaved rounds; CPU ms: median; ratio: to the part's first row [95% bootstrap].\n")
+    print(f"GRU({UNITS}), batch {BATCH}, {STEPS} steps, {FEATURES} features; after 3 warm-up train steps.\n")
     rows = []
-    for part, calls in (("1. Keras train step", keras_steps(x, y)), ("2. GRU loop alone", loop_steps(x))):
-        times = interleaved_times(calls, args.rounds)
-        base = times[next(iter(calls))]["cpu"]
-        for name in calls:
-            clocks = times[name]
-            ratio, low, high = paired_ratio(clocks["cpu"], base)
-            rows.append([part, name, f"{np.median(clocks['cpu']) * 1000:.1f}", f"{ratio:.3f} [{low:.3f}, {high:.3f}]"])
-    print(table(["part", "variant", "CPU ms", "CPU ratio"], rows))
+    for child, label in settings.items():
+        f = found[child]
+        rows.append([label, "1. largest |learned state|", f"{f['state']:.3g}"])
+        rows.append([label, "1. largest |gradient at the state|", f"{f['gradient']:.3g}"])
+        rows.append([label, "1. share of state x gradient terms that are subnormal", f"{f['subnormal']:.2f}"])
+        for name, (ms, shapes) in f["slowest_mm"].items():
+            rows.append([label, f"2. slowest aten::mm of a {name} train step ({shapes})", f"{ms:.2f} ms"])
+        rows.append([label, "3. that matmul alone, normal magnitudes", f"{f['matmul_normal_ms']:.3f} ms"])
+        rows.append([label, "3. that matmul alone, the measured magnitudes", f"{f['matmul_measured_ms']:.3f} ms"])
+        for name, (ms, ratio, low, high) in f["train"].items():
+            value = f"{ms:.1f}, {ratio:.3f} [{low:.3f}, {high:.3f}]"
+            rows.append([label, f"4. train step, {name}: CPU ms, ratio to plain", value])
+    print(table(["PyTorch subnormals", "what", "value"], rows))
+    print(f"\n{args.rounds} interleaved rounds; ratio: median of per-round CPU time ratios [95% bootstrap interval].")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Benchmarks measure; the tests only check that they run and report.
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +15,21 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run(name: str, *args: str) -> str:
+def run(name: str, *args: str, python: str = sys.executable, backend: str | None = None) -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if backend:
+        env["KERAS_BACKEND"] = backend
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), "--quick", *args], capture_output=True, text=True, timeout=900, env=env
+        [python, str(BENCHMARKS / name), "--quick", *args], capture_output=True, text=True, timeout=900, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
+# PyTorch lives in its own environment (it aborts beside TensorFlow); .ci/run names its interpreter.
+TORCH_PYTHON = os.environ.get("RSR_PYTHON_TORCH")
+needs_torch_python = pytest.mark.skipif(not TORCH_PYTHON, reason="needs RSR_PYTHON_TORCH, a Python with PyTorch")
 
 
 def test_overhead_quick_ends_with_the_headline_line():
@@ -40,6 +46,29 @@ def test_overhead_quick_ends_with_the_headline_line():
         assert "| keras3   | jax" in out and "LSTM against the plain layer on jax:" in out
         jax_train = out.split("on jax: train ")[1].split(" ")[0]
         assert last.startswith(f"overhead train={jax_train} ")
+
+
+@needs_torch_python
+def test_overhead_measures_pytorch_again_with_subnormals_flushed():
+    out = run("overhead.py", "--backend", "torch", "--python", f"torch={TORCH_PYTHON}", "--flush-denormal")
+    assert re.search(r"\| keras3 +\| torch +\| LSTM", out) and re.search(r"\| keras3 +\| torch \(FTZ\) +\| LSTM", out)
+    assert "LSTM against the plain layer on torch (FTZ):" in out
+
+
+def test_overhead_refuses_flush_denormal_without_pytorch():
+    command = [sys.executable, str(BENCHMARKS / "overhead.py"), "--quick", "--backend", "jax", "--flush-denormal"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "add torch to --backend" in result.stderr
+
+
+@needs_torch_python
+def test_torch_gru_cost_shows_the_subnormal_products_and_both_settings():
+    out = run("torch_gru_cost.py", python=TORCH_PYTHON, backend="torch")
+    for setting in ("PyTorch's default", "torch.set_flush_denormal(True)"):
+        rows = [line for line in out.splitlines() if line.startswith(f"| {setting}")]
+        assert len(rows) == 10, out
+        # the mechanism, not a timing: every first-step state x gradient term is subnormal
+        assert any("subnormal" in r and r.rstrip(" |").endswith("1.00") for r in rows), out
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory needs Linux /proc")
