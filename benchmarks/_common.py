@@ -153,6 +153,16 @@ def generations_to_measure(backends: list[str], pythons: dict[str, str]) -> list
     return runs
 
 
+# glibc's malloc hands blocks above a threshold that it adjusts as the program runs to mmap, and trims
+# the heap above another. Keras' pure-PyTorch RNN loops (what the CPU runs) allocate and free 20 to 26 MB
+# gradients of the whole input projection at every step; depending on the heap's history these come back
+# as fresh pages, and the page faults they cost varied from 6,000 to 160,000 per LSTM train step between
+# three models of the same layer (PyTorch 2.13, Keras 3.15), far above a 2% difference. Fixed thresholds
+# (the largest mmap threshold glibc accepts, a trim threshold never reached) keep those blocks in the heap.
+# The timing programs set them for PyTorch; `retrofit.py`, which measures memory, does not.
+TORCH_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
+
+
 def child_env(backend: str | None) -> dict[str, str]:
     """The environment of a measuring child process: quiet TensorFlow, and `KERAS_BACKEND` where given."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -13,6 +13,14 @@ backend given with `--backend` (default: the one `KERAS_BACKEND` names, else
 TensorFlow), each in its own process, and tf-keras runs with the TensorFlow
 backend where TensorFlow is installed.
 
+PyTorch runs with glibc's malloc thresholds fixed (`_common.TORCH_MALLOC`):
+Keras' pure-PyTorch RNN loops allocate 20 to 26 MB per step, and whether those
+come back as fresh, page-faulting memory otherwise depends on the heap's
+history, which varies from model to model by far more than 2%.
+`--flush-denormal` measures PyTorch a second time with
+`torch.set_flush_denormal(True)`, as TensorFlow and XLA flush subnormal numbers
+on the CPU by default (`torch_gru_cost.py` shows why that matters here).
+
 After a warm-up, every variant is timed once per round over interleaved rounds
 (at least 31) in a shuffled order. Per row the table gives the median time and
 its interquartile range, and the ratio to the plain layer: the median over
@@ -26,6 +34,7 @@ the first backend given.
     python benchmarks/overhead.py            # the full run
     python benchmarks/overhead.py --quick    # a smoke run with small sizes
     python benchmarks/overhead.py --backend tensorflow jax torch --python torch=.venv-torch/bin/python
+    python benchmarks/overhead.py --backend torch --python torch=.venv-torch/bin/python --flush-denormal
 """
 
 from __future__ import annotations
@@ -148,9 +157,11 @@ def run_generation(
     generation: str, backend: str, python: str, quick: bool, rounds: int, flush: bool = False
 ) -> list[dict]:
     """Runs `measure` for one generation on one backend in a child process and returns its rows."""
-    from _common import child_env
+    from _common import TORCH_MALLOC, child_env
 
     env = child_env(backend if generation == "keras3" else None)
+    if generation == "keras3" and backend == "torch":
+        env.update(TORCH_MALLOC)
     if generation == "tf_keras":
         env["TF_USE_LEGACY_KERAS"] = "1"
     command = [python, __file__, "--generation", generation, "--rounds", str(rounds)]

@@ -19,7 +19,8 @@ Dense workaround) costs the train step about 6 to 8%, while zeros passed as
   start with).
 
 This program shows each link, in two child processes, PyTorch's default and
-with `torch.set_flush_denormal(True)` called first (GRU(256), batch 64, 100
+with `torch.set_flush_denormal(True)` called first (both with glibc's malloc
+thresholds fixed, as in `overhead.py`) (GRU(256), batch 64, 100
 steps, 32 features, 3 warm-up steps, as in `overhead.py`):
 
 1. the magnitudes after the warm-up: the learned state, its gradient, and the
@@ -148,15 +149,16 @@ def main() -> None:
         print(json.dumps(measure(args.rounds, args.child == "flush")))
         return
     import keras
-    from _common import child_env, machine, table
+    from _common import TORCH_MALLOC, child_env, machine, table
 
     if keras.backend.backend() != "torch":
         sys.exit("torch_gru_cost.py measures the PyTorch backend: run it with KERAS_BACKEND=torch")
     settings = {"default": "PyTorch's default", "flush": "torch.set_flush_denormal(True)"}
     found = {}
+    env = {**child_env("torch"), **TORCH_MALLOC}  # see _common.TORCH_MALLOC
     for child in settings:
         command = [sys.executable, __file__, "--child", child, "--rounds", str(args.rounds)]
-        done = subprocess.run(command, env=child_env("torch"), capture_output=True, text=True, check=False)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"the {child} run failed:\n{done.stderr[-3000:]}")
         found[child] = json.loads(done.stdout.strip().splitlines()[-1])

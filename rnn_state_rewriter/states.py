@@ -1,8 +1,12 @@
 """The state structure of a recurrent layer: how many states, their shapes, their nesting.
 
 Shapes are read from the built layer's own zero state (`get_initial_state`),
-never from `cell.state_size`, which is `-1` for Keras 3 ConvLSTM and nested for
-stacked cells. The nesting the layer expects is kept as it is: an LSTM gives
+not from `cell.state_size`, which is `-1` for Keras 3 ConvLSTM, nested for
+stacked cells and only a promise for custom cells; Keras' own LSTM, GRU and
+SimpleRNN cells are the exception, where `state_size` is exact and reading it
+saves building a zero state (a few milliseconds per layer in tf-keras).
+
+The nesting the layer expects is kept as it is: an LSTM gives
 `[(units,), (units,)]`, `StackedRNNCells([LSTMCell, GRUCell])` gives
 `[[(u1,), (u1,)], [(u2,)]]` (Keras 3) and `Bidirectional` gives the forward
 states followed by the backward ones, as it splits them.
@@ -104,6 +108,9 @@ def state_shapes(layer: Any) -> list[Any]:
         )
     if kind == "bidirectional":
         return state_shapes(layer.forward_layer) + state_shapes(layer.backward_layer)
+    builtin = _builtin_cell_shapes(layer)
+    if builtin is not None:
+        return builtin
     ops = ops_for(layer)
     shapes = ops.map_structure(lambda t: tuple(t.shape[1:]), ops.zero_state(layer))
     for shape in flatten_shapes(shapes):
@@ -114,6 +121,20 @@ def state_shapes(layer: Any) -> list[Any]:
                 "its spatial dimensions (e.g. `Input((time, 32, 32, 3))`)."
             )
     return list(shapes)
+
+
+def _builtin_cell_shapes(layer: Any) -> list[Any] | None:
+    """The state shapes of an RNN over Keras' own LSTM, GRU or SimpleRNN cell (exactly those classes, no
+    subclass, which may change its states), from `cell.state_size`; None for any other cell."""
+    layers = ops_for(layer).api.layers
+    cell = getattr(layer, "cell", None)
+    if type(cell) not in (layers.LSTMCell, layers.GRUCell, layers.SimpleRNNCell):
+        return None
+    size = cell.state_size
+    sizes = [size] if isinstance(size, int) else list(size)
+    if not all(isinstance(s, int) and s > 0 for s in sizes):
+        return None
+    return [(s,) for s in sizes]
 
 
 def _is_shape(value: Any) -> bool:
