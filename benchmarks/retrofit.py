@@ -17,6 +17,12 @@ installed.
     python benchmarks/retrofit.py            # the full run
     python benchmarks/retrofit.py --quick    # a smoke run with small models
     python benchmarks/retrofit.py --backend tensorflow jax torch --python torch=.venv-torch/bin/python
+    python benchmarks/retrofit.py --backend tensorflow --paired 15   # small stacks, ratio with an interval
+
+Process-per-measurement times of small models vary by 10% from round to round;
+`--paired` times the 10- and 50-layer stacks instead by repeated calls in one
+process per model (after one warm-up call of each, so one-time costs such as
+imports are left out), which gives a ratio with a bootstrap interval.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ CASES = {
     "~100M params": (3, 2048, 2048),
 }
 QUICK_CASES = {"4 layers": (4, 16, 16)}
+SMALL_CASES = {"10 layers": CASES["10 layers"], "50 layers": CASES["50 layers"]}
 
 
 def _status(field: str) -> int:
@@ -49,7 +56,8 @@ def _status(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(generation: str, method: str, layers: int, units: int, features: int) -> dict:
+def _model_and_methods(generation: str, layers: int, units: int, features: int):
+    """The stacked-LSTM model and its two operations: `clone_model` + `set_weights`, and the retrofit."""
     if generation == "keras3":
         import keras as K
     else:
@@ -61,14 +69,19 @@ def measure(generation: str, method: str, layers: int, units: int, features: int
     for i in range(layers):
         x = K.layers.LSTM(units, return_sequences=i < layers - 1)(x)
     model = K.Model(inputs, K.layers.Dense(1)(x))
-    weight_bytes = sum(int(w.numpy().nbytes) for w in model.weights)
 
     def baseline():
         clone = K.models.clone_model(model)
         clone.set_weights(model.get_weights())
         return clone
 
-    operation = baseline if method == "baseline" else (lambda: rsr.add_trainable_initial_states(model))
+    return model, {"baseline": baseline, "retrofit": lambda: rsr.add_trainable_initial_states(model)}
+
+
+def measure(generation: str, method: str, layers: int, units: int, features: int) -> dict:
+    model, methods = _model_and_methods(generation, layers, units, features)
+    weight_bytes = sum(int(w.numpy().nbytes) for w in model.weights)
+    operation = methods[method]
     resident = _status("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as handle:
@@ -84,11 +97,67 @@ def measure(generation: str, method: str, layers: int, units: int, features: int
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "extra_bytes": extra, "weight_bytes": weight_bytes}
 
 
+def measure_paired(generation: str, layers: int, units: int, features: int, rounds: int) -> dict:
+    """CPU seconds of both operations on one model in one process, after one warm-up call of each,
+    over interleaved rounds in shuffled order."""
+    from _common import interleaved_times
+
+    _, methods = _model_and_methods(generation, layers, units, features)
+    for operation in methods.values():
+        operation()  # first-use costs of either (imports, classes, caches) out of the comparison
+    times = interleaved_times(methods, rounds)
+    return {method: times[method]["cpu"].tolist() for method in methods}
+
+
+def paired_table(generations: dict[str, str], pythons: dict[str, str], rounds: int, cases: dict) -> None:
+    """`--paired`: the small stacks' time ratio from repeated calls in one process, with its interval."""
+    import numpy as np
+    from _common import child_env, paired_ratio, table, verdict
+
+    rows = []
+    for generation, backend in generations.items():
+        for case, (layers, units, features) in cases.items():
+            command = [pythons[backend], __file__, "--paired-child", generation.split("/")[0]]
+            command += [str(v) for v in (layers, units, features, rounds)]
+            env = child_env(backend if generation != "tf_keras" else None)
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(f"{generation} {case} paired run failed:\n{done.stderr[-3000:]}")
+            cpu = json.loads(done.stdout.strip().splitlines()[-1])
+            ours, base = np.array(cpu["retrofit"]), np.array(cpu["baseline"])
+            ratio, low, high = paired_ratio(ours, base)
+            rows.append(
+                [
+                    generation,
+                    case,
+                    f"{np.median(base) * 1000:.0f}",
+                    f"{np.median(ours) * 1000:.0f}",
+                    f"{ratio:.3f} [{low:.3f}, {high:.3f}]",
+                    verdict(low, high, 1.0),
+                ]
+            )
+    print(
+        f"Small stacks, one process per model: after one warm-up call of each, {rounds} interleaved rounds. "
+        "ratio: median over rounds of retrofit / baseline CPU time of the same round [95% bootstrap interval]; "
+        "verdict: that interval against 1 (no slower than the baseline).\n"
+    )
+    header = ["Keras", "model", "baseline CPU ms", "retrofit CPU ms", "CPU time ratio", "verdict"]
+    print(table(header, rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small models, one round (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--paired-child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--paired",
+        type=int,
+        metavar="ROUNDS",
+        help="instead of the table: time the 10- and 50-layer stacks by repeated calls in one process per model, "
+        "ROUNDS interleaved rounds, for a ratio with a confidence interval",
+    )
     from _common import backend_arguments, backend_pythons, child_env, generations_to_measure, machine, table
 
     backend_arguments(parser)
@@ -96,6 +165,10 @@ def main() -> None:
     if args.child:
         generation, method, layers, units, features = args.child
         print(json.dumps(measure(generation, method, int(layers), int(units), int(features))))
+        return
+    if args.paired_child:
+        generation, *sizes = args.paired_child
+        print(json.dumps(measure_paired(generation, *map(int, sizes))))
         return
 
     cases = QUICK_CASES if args.quick else CASES
@@ -106,6 +179,10 @@ def main() -> None:
         gen if gen == "tf_keras" else f"{gen}/{backend}": backend
         for gen, backend in generations_to_measure(args.backend, pythons)
     }
+    if args.paired:
+        print(f"Machine: {machine(pythons)}")
+        paired_table(generations, pythons, args.paired, QUICK_CASES if args.quick else SMALL_CASES)
+        return
     jobs = [(g, c, m) for g in generations for c in cases for m in ("baseline", "retrofit")]
     samples: dict[tuple, list[dict]] = {job: [] for job in jobs}
     rng = random.Random(0)

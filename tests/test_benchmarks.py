@@ -78,6 +78,13 @@ def test_retrofit_quick_reports_time_and_memory_ratios():
     assert out.count("| keras3/tensorflow") == 1 and out.count("| tf_keras") == 1
 
 
+def test_retrofit_paired_gives_a_ratio_with_its_interval_and_verdict():
+    out = run("retrofit.py", "--paired", "3")
+    rows = [line for line in out.splitlines() if line.startswith("| keras3/tensorflow") or line.startswith("| tf_keras")]
+    assert len(rows) == 2 and all(line.count("[") == 1 for line in rows), out
+    assert all(any(v in line for v in ("<= 1 ", "> 1 ", "unresolved")) for line in rows), out
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory needs Linux /proc")
 @pytest.mark.skipif(not HAS_JAX, reason="needs JAX beside TensorFlow")
 def test_retrofit_measures_only_the_backends_given():
