@@ -93,6 +93,13 @@ def test_retrofit_measures_only_the_backends_given():
     assert "| keras3/tensorflow" not in out and "| tf_keras" not in out  # tf-keras rows come with tensorflow
 
 
+def test_process_spread_reports_each_process_and_the_spread_over_them():
+    out = run("process_spread.py")
+    rows = [line for line in out.splitlines() if line.startswith("| tensorflow")]
+    assert len(rows) == 3 and all(line.count("[") == 1 for line in rows), out
+    assert all(len(line.split("|")[4].split(",")) == 2 for line in rows), out  # two processes, one ratio each
+
+
 def test_benefit_quick_reports_every_variant():
     out = run("benefit.py")
     for variant in ("zero states", "learned states", "learned states + noise 0.1"):
