@@ -80,7 +80,7 @@ def test_retrofit_quick_reports_time_and_memory_ratios():
 
 def test_retrofit_paired_gives_a_ratio_with_its_interval_and_verdict():
     out = run("retrofit.py", "--paired", "3")
-    rows = [line for line in out.splitlines() if line.startswith("| keras3/tensorflow") or line.startswith("| tf_keras")]
+    rows = [line for line in out.splitlines() if line.startswith(("| keras3/tensorflow", "| tf_keras"))]
     assert len(rows) == 2 and all(line.count("[") == 1 for line in rows), out
     assert all(any(v in line for v in ("<= 1 ", "> 1 ", "unresolved")) for line in rows), out
 
