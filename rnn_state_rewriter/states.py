@@ -127,7 +127,7 @@ def _builtin_cell_shapes(layer: Any) -> list[Any] | None:
     """The state shapes of an RNN over Keras' own LSTM, GRU or SimpleRNN cell (exactly those classes, no
     subclass, which may change its states), from `cell.state_size`; None for any other cell."""
     layers = ops_for(layer).api.layers
-    cell = getattr(layer, "cell", None)
+    cell: Any = getattr(layer, "cell", None)
     if type(cell) not in (layers.LSTMCell, layers.GRUCell, layers.SimpleRNNCell):
         return None
     size = cell.state_size
