@@ -182,8 +182,14 @@ def report(results: list[dict], rounds: int, pythons: dict[str, str]) -> None:
     print(
         f"{rounds} interleaved rounds. ms: median [interquartile range] of the wall clock. ratio: median over "
         "rounds of variant / plain layer of the same round [95% bootstrap interval], wall clock and process "
-        f"CPU time. verdict: the wall-clock interval against {LIMIT}. torch {FLUSHED}: PyTorch with "
-        "torch.set_flush_denormal(True), as TensorFlow and XLA flush subnormal numbers on the CPU by default.\n"
+        f"CPU time. verdict: the wall-clock interval against {LIMIT}."
+        + (
+            f" torch {FLUSHED}: PyTorch with torch.set_flush_denormal(True), as TensorFlow and XLA flush "
+            "subnormal numbers on the CPU by default."
+            if any(r["backend"].endswith(FLUSHED) for r in results)
+            else ""
+        )
+        + "\n"
     )
     plain = {(r["generation"], r["backend"], r["kind"]): r for r in results if r["variant"] == PLAIN}
     rows, headline = [], {}
