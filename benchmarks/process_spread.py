@@ -7,12 +7,12 @@ in one run, 1.114 in another; zeros passed as `initial_state`, which learn
 nothing, 0.905 and 1.119). This program runs the same measurement in several
 fresh processes: the plain LSTM (or GRU), the retrofitted one, zeros passed as
 `initial_state` and the Dense-on-a-zero-input workaround (keras-team/keras#9797),
-interleaved rounds of `train_on_batch` (256 units, batch 64, 100 steps, 32
-features) in each process. Per process and variant it prints the median
+interleaved rounds of `train_on_batch` (`--layer LSTM`, `GRU` or `Bidirectional`
+(LSTM); 256 units, batch 64, 100 steps, 32 features) in each process. Per process and variant it prints the median
 per-round CPU time ratio to the plain layer; then, over processes, their median
 and range.
 
-    python benchmarks/process_spread.py [--processes 5] [--rounds 21] [--layer LSTM] [--backend tensorflow]
+    python benchmarks/process_spread.py [--processes 5] [--rounds 21] [--layer LSTM|GRU|Bidirectional]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def measure(layer: str, rounds: int) -> dict[str, float]:
 
     import rnn_state_rewriter as rsr
 
-    count = 2 if layer == "LSTM" else 1
+    count = {"LSTM": 2, "GRU": 1, "Bidirectional": 4}[layer]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
     y = rng.normal(size=(BATCH, 1)).astype("float32")
@@ -46,7 +46,9 @@ def measure(layer: str, rounds: int) -> dict[str, float]:
     def model(states=None):
         inputs = K.Input((STEPS, FEATURES))
         initial = states(inputs) if states else None
-        return K.Model(inputs, K.layers.Dense(1)(getattr(K.layers, layer)(UNITS)(inputs, initial_state=initial)))
+        recurrent = K.layers.Bidirectional(K.layers.LSTM(UNITS)) if layer == "Bidirectional" else None
+        recurrent = recurrent or getattr(K.layers, layer)(UNITS)
+        return K.Model(inputs, K.layers.Dense(1)(recurrent(inputs, initial_state=initial)))
 
     def zeros(inputs):
         return [K.layers.Lambda(lambda t: K.ops.repeat(t[:, 0, :1] * 0.0, UNITS, axis=1))(inputs) for _ in range(count)]
@@ -71,7 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=5, help="fresh processes (default 5)")
     parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds per process (default 21)")
-    parser.add_argument("--layer", choices=["LSTM", "GRU"], default="LSTM")
+    parser.add_argument(
+        "--layer", choices=["LSTM", "GRU", "Bidirectional"], default="LSTM", help="Bidirectional: of LSTM"
+    )
     parser.add_argument("--quick", action="store_true", help="2 processes of 2 rounds (a smoke run)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     from _common import backend_arguments, backend_pythons, child_env, machine, table
