@@ -159,14 +159,18 @@ def generations_to_measure(backends: list[str], pythons: dict[str, str]) -> list
 # as fresh pages, and the page faults they cost varied from 6,000 to 160,000 per LSTM train step between
 # three models of the same layer (PyTorch 2.13, Keras 3.15), far above a 2% difference. Fixed thresholds
 # (the largest mmap threshold glibc accepts, a trim threshold never reached) keep those blocks in the heap.
-# The timing programs set them for PyTorch; `retrofit.py`, which measures memory, does not.
+# `overhead.py` and `torch_gru_cost.py` ask for them (`child_env(..., steady_heap=True)`); `retrofit.py`, which
+# measures memory, does not.
 TORCH_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
 
 
-def child_env(backend: str | None) -> dict[str, str]:
-    """The environment of a measuring child process: quiet TensorFlow, and `KERAS_BACKEND` where given."""
+def child_env(backend: str | None, steady_heap: bool = False) -> dict[str, str]:
+    """The environment of a measuring child process: quiet TensorFlow, and `KERAS_BACKEND` where given;
+    `steady_heap`: glibc's malloc thresholds fixed for PyTorch (`TORCH_MALLOC`)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("KERAS_BACKEND", None)
     if backend is not None:
         env["KERAS_BACKEND"] = backend
+    if steady_heap and backend == "torch":
+        env.update(TORCH_MALLOC)
     return env

@@ -157,11 +157,9 @@ def run_generation(
     generation: str, backend: str, python: str, quick: bool, rounds: int, flush: bool = False
 ) -> list[dict]:
     """Runs `measure` for one generation on one backend in a child process and returns its rows."""
-    from _common import TORCH_MALLOC, child_env
+    from _common import child_env
 
-    env = child_env(backend if generation == "keras3" else None)
-    if generation == "keras3" and backend == "torch":
-        env.update(TORCH_MALLOC)
+    env = child_env(backend if generation == "keras3" else None, steady_heap=True)
     if generation == "tf_keras":
         env["TF_USE_LEGACY_KERAS"] = "1"
     command = [python, __file__, "--generation", generation, "--rounds", str(rounds)]

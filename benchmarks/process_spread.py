@@ -46,8 +46,10 @@ def measure(layer: str, rounds: int) -> dict[str, float]:
     def model(states=None):
         inputs = K.Input((STEPS, FEATURES))
         initial = states(inputs) if states else None
-        recurrent = K.layers.Bidirectional(K.layers.LSTM(UNITS)) if layer == "Bidirectional" else None
-        recurrent = recurrent or getattr(K.layers, layer)(UNITS)
+        if layer == "Bidirectional":
+            recurrent = K.layers.Bidirectional(K.layers.LSTM(UNITS))
+        else:
+            recurrent = getattr(K.layers, layer)(UNITS)
         return K.Model(inputs, K.layers.Dense(1)(recurrent(inputs, initial_state=initial)))
 
     def zeros(inputs):

@@ -149,13 +149,13 @@ def main() -> None:
         print(json.dumps(measure(args.rounds, args.child == "flush")))
         return
     import keras
-    from _common import TORCH_MALLOC, child_env, machine, table
+    from _common import child_env, machine, table
 
     if keras.backend.backend() != "torch":
         sys.exit("torch_gru_cost.py measures the PyTorch backend: run it with KERAS_BACKEND=torch")
     settings = {"default": "PyTorch's default", "flush": "torch.set_flush_denormal(True)"}
     found = {}
-    env = {**child_env("torch"), **TORCH_MALLOC}  # see _common.TORCH_MALLOC
+    env = child_env("torch", steady_heap=True)  # see _common.TORCH_MALLOC
     for child in settings:
         command = [sys.executable, __file__, "--child", child, "--rounds", str(args.rounds)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
