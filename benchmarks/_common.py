@@ -153,6 +153,53 @@ def generations_to_measure(backends: list[str], pythons: dict[str, str]) -> list
     return runs
 
 
+# The models the train-step benchmarks time: Input -> recurrent layer -> Dense(1), where the recurrent
+# layer may take its initial state from one of the reference sources below. `K` is the Keras module of the
+# generation measured (`keras`, or `tf.keras` under TF_USE_LEGACY_KERAS=1).
+STATE_COUNTS = {"LSTM": 2, "GRU": 1, "Bidirectional LSTM": 4}
+
+
+def recurrent_layer(K, kind: str, units: int):
+    """A fresh LSTM, GRU or Bidirectional LSTM (`kind`, a key of `STATE_COUNTS`) of `units` units."""
+    if kind == "Bidirectional LSTM":
+        return K.layers.Bidirectional(K.layers.LSTM(units))
+    return getattr(K.layers, kind)(units)
+
+
+def head_model(K, steps: int, features: int, body: Callable[[object], object]):
+    """`Input((steps, features))`, then `body(inputs)`, then `Dense(1)`."""
+    inputs = K.Input((steps, features))
+    return K.Model(inputs, K.layers.Dense(1)(body(inputs)))
+
+
+def zeros_as_initial_state(K, kind: str, units: int) -> Callable[[object], list]:
+    """For `initial_state=`: zeros computed from the input, with no variable behind them (what passing states
+    costs before any is learned); one Lambda layer per state."""
+    if hasattr(K, "ops"):
+        repeat = K.ops.repeat
+    else:  # tf-keras
+        import tensorflow as tf
+
+        repeat = tf.repeat
+
+    def states(inputs) -> list:
+        zeros = lambda t: repeat(t[:, 0, :1] * 0.0, units, axis=1)  # noqa: E731
+        return [K.layers.Lambda(zeros)(inputs) for _ in range(STATE_COUNTS[kind])]
+
+    return states
+
+
+def dense_on_zero_input(K, kind: str, units: int) -> Callable[[object], list]:
+    """For `initial_state=`: the workaround of keras-team/keras#9797, a Dense layer per state on a zero input,
+    which learns the state as its bias."""
+
+    def states(inputs) -> list:
+        zero = K.layers.Lambda(lambda t: t[:, 0, :1] * 0.0)(inputs)
+        return [K.layers.Dense(units)(zero) for _ in range(STATE_COUNTS[kind])]
+
+    return states
+
+
 # glibc's malloc hands blocks above a threshold that it adjusts as the program runs to mmap, and trims
 # the heap above another. Keras' pure-PyTorch RNN loops (what the CPU runs) allocate and free 20 to 26 MB
 # gradients of the whole input projection at every step; depending on the heap's history these come back

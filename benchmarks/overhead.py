@@ -73,7 +73,7 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
         import tensorflow as tf
 
         K = tf.keras  # tf_keras under TF_USE_LEGACY_KERAS=1, as 0.0.3 needs
-    from _common import interleaved_times
+    from _common import dense_on_zero_input, head_model, interleaved_times, recurrent_layer, zeros_as_initial_state
 
     import rnn_state_rewriter as rsr
 
@@ -83,37 +83,14 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
     y = rng.normal(size=(batch, 1)).astype("float32")
 
     def recurrent(kind: str):
-        if kind == "LSTM":
-            return K.layers.LSTM(units)
-        if kind == "GRU":
-            return K.layers.GRU(units)
-        return K.layers.Bidirectional(K.layers.LSTM(units))
+        return recurrent_layer(K, kind, units)
 
-    def model_from(layer_fn):
-        inputs = K.Input((steps, features))
-        return K.Model(inputs, K.layers.Dense(1)(layer_fn(inputs)))
+    def model_from(body):
+        return head_model(K, steps, features, body)
 
-    def dense_workaround(kind: str):
-        def build(inputs):
-            # keras-team/keras#9797: a Dense layer on a zero input learns the state (its bias).
-            zeros = K.layers.Lambda(lambda t: t[:, 0, :1] * 0.0)(inputs)
-            count = 4 if kind == "Bidirectional LSTM" else (2 if kind == "LSTM" else 1)
-            states = [K.layers.Dense(units)(zeros) for _ in range(count)]
-            return recurrent(kind)(inputs, initial_state=states)
-
-        return model_from(build)
-
-    def zero_states(kind: str):
-        repeat = K.ops.repeat if generation == "keras3" else tf.repeat
-
-        def build(inputs):
-            # Zeros passed as `initial_state`, with no weights behind them: what
-            # passing states costs before any is learned.
-            count = 4 if kind == "Bidirectional LSTM" else (2 if kind == "LSTM" else 1)
-            zeros = K.layers.Lambda(lambda t: [repeat(t[:, 0, :1] * 0.0, units, axis=1) for _ in range(count)])
-            return recurrent(kind)(inputs, initial_state=zeros(inputs))
-
-        return model_from(build)
+    def with_states(kind: str, source):
+        states = source(K, kind, units)
+        return model_from(lambda t: recurrent(kind)(t, initial_state=states(t)))
 
     Old = None
     if generation == "tf_keras" and importlib.util.find_spec("trainable_initial_state_rnn") is not None:
@@ -129,8 +106,8 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
             "TrainableInitialStateRNN": model_from(
                 lambda t, kind=kind: rsr.TrainableInitialStateRNN(recurrent(kind))(t)
             ),
-            "Dense on zero input (keras#9797)": dense_workaround(kind),
-            "zeros as initial_state (no weights)": zero_states(kind),
+            "Dense on zero input (keras#9797)": with_states(kind, dense_on_zero_input),
+            "zeros as initial_state (no weights)": with_states(kind, zeros_as_initial_state),
         }
         if Old is not None:
             variants["trainable-initial-state-rnn 0.0.3"] = model_from(lambda t, kind=kind: Old(recurrent(kind))(t))

@@ -1,18 +1,31 @@
-"""How much a train-step ratio moves from one process to the next.
+"""How much a train-step ratio moves from one process to the next, and where a TensorFlow cost comes from.
 
 `overhead.py` gives each ratio a bootstrap interval over the rounds of one
 process. On Keras 3's TensorFlow backend the LSTM's ratios were found to move
 between processes by far more than that interval (the retrofitted LSTM 1.007
 in one run, 1.114 in another; zeros passed as `initial_state`, which learn
 nothing, 0.905 and 1.119). This program runs the same measurement in several
-fresh processes: the plain LSTM (or GRU), the retrofitted one, zeros passed as
-`initial_state` and the Dense-on-a-zero-input workaround (keras-team/keras#9797),
-interleaved rounds of `train_on_batch` (`--layer LSTM`, `GRU` or `Bidirectional`
-(LSTM); 256 units, batch 64, 100 steps, 32 features) in each process. Per process and variant it prints the median
-per-round CPU time ratio to the plain layer; then, over processes, their median
-and range.
+fresh processes, process i seeded with i: interleaved rounds of
+`train_on_batch` (`--layer LSTM`, `GRU` or `Bidirectional` (LSTM); 256 units,
+batch 64, 100 steps, 32 features) of the plain layer and of four variants that
+all carry the plain model's recurrent and output weights, so they differ only
+in where the initial state comes from:
+
+- the retrofitted model (`add_trainable_initial_states`);
+- the same with its state layers frozen: the state stays exactly zero and gets
+  no gradient, so any cost left is the graph's, not the learned values';
+- zeros passed as `initial_state`, computed from the input, with no variable;
+- the Dense-on-a-zero-input workaround (keras-team/keras#9797), whose state is
+  read from variables too.
+
+Per process and variant it prints the median per-round ratio to the plain
+layer, for the process's CPU time and for the wall clock; then, over
+processes, their median and range; and the plain layer's step time.
+`--inter-op N` runs TensorFlow with N inter-op threads, to show whether a cost
+comes from how TensorFlow schedules the step's ops across threads.
 
     python benchmarks/process_spread.py [--processes 5] [--rounds 21] [--layer LSTM|GRU|Bidirectional]
+    python benchmarks/process_spread.py --inter-op 1
 """
 
 from __future__ import annotations
@@ -26,49 +39,141 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 UNITS, BATCH, STEPS, FEATURES = 256, 64, 100, 32
-VARIANTS = ["retrofitted", "zeros as initial_state", "Dense on zero input"]
+RETROFITTED, FROZEN, ZEROS, DENSE = (
+    "retrofitted",
+    "retrofitted, state frozen at zero",
+    "zeros as initial_state",
+    "Dense on zero input",
+)
+VARIANTS = [RETROFITTED, FROZEN, ZEROS, DENSE]
 
 
-def measure(layer: str, rounds: int) -> dict[str, float]:
-    """One process: the median per-round CPU time ratio of each variant to the plain layer."""
+KINDS = {"LSTM": "LSTM", "GRU": "GRU", "Bidirectional": "Bidirectional LSTM"}  # --layer -> _common's kind
+
+
+def build(layer: str, seed: int) -> dict:
+    """The plain model and the four variants, all with the plain model's recurrent and output weights."""
+    import keras as K
+    from _common import dense_on_zero_input, head_model, recurrent_layer, zeros_as_initial_state
+
+    import rnn_state_rewriter as rsr
+
+    kind = KINDS[layer]
+    K.utils.set_random_seed(seed)
+
+    def with_states(source):
+        states = source(K, kind, UNITS)
+        model = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, kind, UNITS)(t, initial_state=states(t)))
+        for target, origin in ((model.layers[-2], plain.layers[1]), (model.layers[-1], plain.layers[2])):
+            target.set_weights(origin.get_weights())  # the recurrent layer and the Dense(1) head
+        return model
+
+    plain = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, kind, UNITS)(t))
+    frozen = rsr.add_trainable_initial_states(plain)
+    state_layers = [each for each in frozen.layers if isinstance(each, rsr.TrainableInitialState)]
+    if not state_layers:
+        raise RuntimeError("the retrofitted model has no TrainableInitialState layer to freeze")
+    for state_layer in state_layers:
+        state_layer.trainable = False  # the state stays exactly zero and gets no gradient
+    return {
+        "plain": plain,
+        RETROFITTED: rsr.add_trainable_initial_states(plain),
+        FROZEN: frozen,
+        ZEROS: with_states(zeros_as_initial_state),
+        DENSE: with_states(dense_on_zero_input),
+    }
+
+
+def data(seed: int) -> tuple:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
+    return x, rng.normal(size=(BATCH, 1)).astype("float32")
+
+
+def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict[str, dict[str, float]]:
+    """One process: the median per-round CPU and wall time ratio of each variant to the plain layer."""
+    if inter_op is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     import keras as K
     import numpy as np
     from _common import interleaved_times
 
-    import rnn_state_rewriter as rsr
-
-    count = {"LSTM": 2, "GRU": 1, "Bidirectional": 4}[layer]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
-    y = rng.normal(size=(BATCH, 1)).astype("float32")
-    K.utils.set_random_seed(0)
-
-    def model(states=None):
-        inputs = K.Input((STEPS, FEATURES))
-        initial = states(inputs) if states else None
-        if layer == "Bidirectional":
-            recurrent = K.layers.Bidirectional(K.layers.LSTM(UNITS))
-        else:
-            recurrent = getattr(K.layers, layer)(UNITS)
-        return K.Model(inputs, K.layers.Dense(1)(recurrent(inputs, initial_state=initial)))
-
-    def zeros(inputs):
-        return [K.layers.Lambda(lambda t: K.ops.repeat(t[:, 0, :1] * 0.0, UNITS, axis=1))(inputs) for _ in range(count)]
-
-    def dense(inputs):
-        zero = K.layers.Lambda(lambda t: t[:, 0, :1] * 0.0)(inputs)
-        return [K.layers.Dense(UNITS)(zero) for _ in range(count)]
-
-    plain = model()
-    models = {"plain": plain, VARIANTS[0]: rsr.add_trainable_initial_states(plain)}
-    models.update({VARIANTS[1]: model(zeros), VARIANTS[2]: model(dense)})
+    x, y = data(seed)
+    models = build(layer, seed)
     for m in models.values():
         m.compile(K.optimizers.Adam(1e-3), "mse")
         for _ in range(3):
             m.train_on_batch(x, y)
     times = interleaved_times({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()}, rounds)
-    base = times["plain"]["cpu"]
-    return {name: float(np.median(times[name]["cpu"] / base)) for name in VARIANTS}
+    ratios = {
+        clock: {name: float(np.median(times[name][clock] / times["plain"][clock])) for name in VARIANTS}
+        for clock in ("cpu", "wall")
+    }
+    return {**ratios, "plain ms": float(np.median(times["plain"]["wall"]) * 1000)}
+
+
+def executed_ops(layer: str) -> dict[str, dict[str, int]]:
+    """One process, run with `TF_DUMP_GRAPH_PREFIX`: the op counts of the graph each model's train step runs.
+
+    That is the graph TensorFlow hands its executor, after Grappler and the
+    lowering of loops into `Enter`/`Merge`/`Switch`/`NextIteration`/`Exit`.
+    """
+    import glob
+    from collections import Counter
+
+    import keras as K
+    from google.protobuf import text_format
+    from tensorflow.core.framework import graph_pb2
+
+    pattern = os.path.join(os.environ["TF_DUMP_GRAPH_PREFIX"], "*one_step_on_data*after_partition_passes.pbtxt")
+    x, y = data(0)
+    counts = {}
+    for name, model in build(layer, 0).items():
+        before = set(glob.glob(pattern))
+        model.compile(K.optimizers.Adam(1e-3), "mse")
+        model.train_on_batch(x, y)
+        dumped = sorted(set(glob.glob(pattern)) - before)
+        if len(dumped) != 1:
+            raise RuntimeError(f"expected one dumped train-step graph for {name}, found {len(dumped)}")
+        graph = graph_pb2.GraphDef()
+        with open(dumped[0]) as handle:
+            text_format.Parse(handle.read(), graph)
+        counts[name] = dict(Counter(node.op for node in graph.node))
+    return counts
+
+
+def print_executed_ops(python: str, layer: str) -> None:
+    """Runs `executed_ops` in a child and prints the op types whose counts differ between the models."""
+    import tempfile
+
+    from _common import child_env, table
+
+    with tempfile.TemporaryDirectory() as dump:
+        env = {**child_env("tensorflow"), "TF_DUMP_GRAPH_PREFIX": dump, "TF_DUMP_GRAPH_NAME_FILTER": "*"}
+        command = [python, __file__, "--child", "--graphs", "--layer", layer]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"the graph-dumping process failed:\n{done.stderr[-3000:]}")
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    names = list(counts)
+    ops = sorted({op for each in counts.values() for op in each})
+    loop = ("Enter", "Merge", "Switch", "NextIteration", "Exit", "LoopCond")
+    rows = [["all ops", *(str(sum(counts[n].values())) for n in names)]]
+    rows += [[op, *(str(counts[n].get(op, 0)) for n in names)] for op in loop]
+    rows += [
+        [op, *(str(counts[n].get(op, 0)) for n in names)]
+        for op in ops
+        if op not in loop and len({counts[n].get(op, 0) for n in names}) > 1
+    ]
+    print(
+        f"Keras 3 {layer} on TensorFlow: ops of the graph each train step runs (after Grappler and loop lowering). "
+        "The loop ops come first, then every other op type whose count differs between the models.\n"
+    )
+    print(table(["op", *names], rows))
 
 
 def main() -> None:
@@ -78,40 +183,74 @@ def main() -> None:
     parser.add_argument(
         "--layer", choices=["LSTM", "GRU", "Bidirectional"], default="LSTM", help="Bidirectional: of LSTM"
     )
+    parser.add_argument(
+        "--inter-op",
+        type=int,
+        metavar="N",
+        help="TensorFlow only: run each process with N inter-op threads (tf.config.threading)",
+    )
+    parser.add_argument(
+        "--graphs",
+        action="store_true",
+        help="instead of timing: the op counts of the graph each model's train step runs, where they differ",
+    )
     parser.add_argument("--quick", action="store_true", help="2 processes of 2 rounds (a smoke run)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     from _common import backend_arguments, backend_pythons, child_env, machine, table
 
     backend_arguments(parser)
     args = parser.parse_args()
+    if args.inter_op is not None and args.backend != ["tensorflow"]:
+        parser.error(
+            "`--inter-op` sets TensorFlow's threads; it takes `--backend tensorflow` alone. "
+            f"Received: --backend {' '.join(args.backend)}"
+        )
     if args.quick:
         args.processes, args.rounds = 2, 2
     if args.child:
-        print(json.dumps(measure(args.layer, args.rounds)))
+        result = executed_ops(args.layer) if args.graphs else measure(args.layer, args.rounds, args.seed, args.inter_op)
+        print(json.dumps(result))
+        return
+    if args.graphs:
+        if args.backend != ["tensorflow"]:
+            parser.error("`--graphs` shows TensorFlow's graphs; it takes `--backend tensorflow` alone.")
+        print_executed_ops(backend_pythons(args.backend, args.python)["tensorflow"], args.layer)
         return
     import numpy as np
 
     pythons = backend_pythons(args.backend, args.python)
-    rows = []
+    rows, plain_steps = [], []
     for backend in args.backend:
         per_process = []
-        for _ in range(args.processes):
+        for seed in range(args.processes):
             command = [pythons[backend], __file__, "--child", "--layer", args.layer, "--rounds", str(args.rounds)]
-            done = subprocess.run(command, env=child_env(backend), capture_output=True, text=True, check=False)
+            command += ["--seed", str(seed)] + (["--inter-op", str(args.inter_op)] if args.inter_op is not None else [])
+            env = child_env(backend, steady_heap=True)
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"a {backend} process failed:\n{done.stderr[-3000:]}")
             per_process.append(json.loads(done.stdout.strip().splitlines()[-1]))
         for name in VARIANTS:
-            ratios = np.array([p[name] for p in per_process])
-            each = ", ".join(f"{r:.3f}" for r in ratios)
-            spread = f"{np.median(ratios):.3f} [{ratios.min():.3f}, {ratios.max():.3f}]"
-            rows.append([backend, args.layer, name, each, spread])
+            row = [backend, args.layer, name]
+            for clock in ("cpu", "wall"):
+                ratios = np.array([p[clock][name] for p in per_process])
+                row.append(", ".join(f"{r:.3f}" for r in ratios))
+                row.append(f"{np.median(ratios):.3f} [{ratios.min():.3f}, {ratios.max():.3f}]")
+            rows.append(row)
+        plain_steps.append(f"- {backend}: " + ", ".join(f"{p['plain ms']:.1f}" for p in per_process))
     print(f"Machine: {machine(pythons)}")
+    threads = f"; {args.inter_op} inter-op thread(s)" if args.inter_op is not None else ""
     print(
-        f"{args.processes} processes of {args.rounds} interleaved rounds each; per process, the median of per-round "
-        "CPU time ratios to the plain layer; then their median [lowest, highest] over processes.\n"
+        f"{args.processes} processes of {args.rounds} interleaved rounds each (process i seeded with i{threads}); "
+        "per process, the median of per-round time ratios to the plain layer, for the process's CPU time and the "
+        "wall clock; then their median [lowest, highest] over processes.\n"
     )
-    print(table(["backend", "layer", "variant", "each process", "median [range]"], rows))
+    header = ["backend", "layer", "variant", "CPU, each process", "CPU median [range]", "wall, each process"]
+    print(table([*header, "wall median [range]"], rows))
+    print("\nThe plain layer's train step, median wall-clock ms per process:")
+    for line in plain_steps:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -51,15 +51,14 @@ SMALLEST_NORMAL = 1.1754944e-38  # float32
 def build(x, y) -> dict:
     """The plain GRU model, its retrofit and zeros as `initial_state`, compiled and warmed up."""
     import keras as K
+    from _common import head_model, recurrent_layer, zeros_as_initial_state
 
     import rnn_state_rewriter as rsr
 
     K.utils.set_random_seed(0)
-    inputs = K.Input((STEPS, FEATURES))
-    plain = K.Model(inputs, K.layers.Dense(1)(K.layers.GRU(UNITS)(inputs)))
-    zeros_in = K.Input((STEPS, FEATURES))
-    zero_state = K.layers.Lambda(lambda t: K.ops.repeat(t[:, 0, :1] * 0.0, UNITS, axis=1))(zeros_in)
-    zeros = K.Model(zeros_in, K.layers.Dense(1)(K.layers.GRU(UNITS)(zeros_in, initial_state=[zero_state])))
+    plain = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, "GRU", UNITS)(t))
+    states = zeros_as_initial_state(K, "GRU", UNITS)
+    zeros = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, "GRU", UNITS)(t, initial_state=states(t)))
     retrofitted = rsr.add_trainable_initial_states(plain)
     models = {"plain GRU": plain, "retrofitted": retrofitted, "zeros as initial_state": zeros}
     for model in models.values():

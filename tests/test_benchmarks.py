@@ -96,8 +96,26 @@ def test_retrofit_measures_only_the_backends_given():
 def test_process_spread_reports_each_process_and_the_spread_over_them():
     out = run("process_spread.py")
     rows = [line for line in out.splitlines() if line.startswith("| tensorflow")]
-    assert len(rows) == 3 and all(line.count("[") == 1 for line in rows), out
-    assert all(len(line.split("|")[4].split(",")) == 2 for line in rows), out  # two processes, one ratio each
+    variants = [line.split("|")[3].strip() for line in rows]
+    assert variants == [
+        "retrofitted",
+        "retrofitted, state frozen at zero",
+        "zeros as initial_state",
+        "Dense on zero input",
+    ], out
+    assert all(line.count("[") == 2 for line in rows), out  # CPU and wall: median [range] each
+    assert "The plain layer's train step, median wall-clock ms per process:" in out, out
+    for column in (4, 6):  # two processes, one ratio each
+        assert all(len(line.split("|")[column].split(",")) == 2 for line in rows), out
+
+
+def test_process_spread_graphs_show_the_same_loop_in_every_variant():
+    out = run("process_spread.py", "--graphs")
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| ")}
+    assert rows["op"][0].strip() == "plain" and len(rows["op"]) == 5, out
+    for loop_op in ("Enter", "Merge", "Switch", "NextIteration", "LoopCond"):
+        assert len({cell.strip() for cell in rows[loop_op]}) == 1, out  # the lowered loops are the same
+    assert rows["BroadcastTo"][0].strip() == "0" and rows["BroadcastTo"][1].strip() == "2", out
 
 
 def test_benefit_quick_reports_every_variant():
