@@ -26,11 +26,17 @@ steps, 32 features, 3 warm-up steps, as in `overhead.py`):
 1. the magnitudes after the warm-up: the learned state, its gradient, and the
    share of the first step's stateᵀ · gradient terms that are subnormal;
 2. the slowest `aten::mm` of one train step, plain and retrofitted (profiler);
-3. that matmul alone, at normal magnitudes and at the measured ones;
+3. that matmul alone, at normal magnitudes and at the measured ones; and, in
+   a third child, with `torch.set_flush_denormal(True)` called only after a
+   first parallel matmul (it stays slow: the worker threads keep the default);
 4. Keras train steps in interleaved rounds: the plain GRU, the retrofitted one
-   and zeros passed as `initial_state`, as CPU time ratios to the plain one.
+   and zeros passed as `initial_state`, as CPU time ratios to the plain one;
 
-    KERAS_BACKEND=torch python benchmarks/torch_gru_cost.py [--rounds 21] [--quick]
+and what a float32 matmul whose exact result is subnormal returns, in
+PyTorch under both settings and, with `--others PYTHON` (an interpreter with
+TensorFlow and JAX), in TensorFlow, TensorFlow with XLA, and JAX.
+
+    KERAS_BACKEND=torch python benchmarks/torch_gru_cost.py [--rounds 21] [--quick] [--others .venv/bin/python]
 """
 
 from __future__ import annotations
@@ -127,6 +133,8 @@ def measure(rounds: int, flush: bool) -> dict:
     models = build(x, y)
     found = magnitudes(models["retrofitted"], x, y)
     found["slowest_mm"] = {name: slowest_mm(models[name], x, y) for name in ("plain GRU", "retrofitted")}
+    tiny = torch.full((1, 1), 1e-20), torch.full((1, 1), 1e-21)
+    found["tiny_product"] = float(torch.mm(*tiny)[0, 0])  # exactly 1e-41: subnormal in float32
     found["matmul_normal_ms"] = matmul_ms(1.0, 1.0)
     found["matmul_measured_ms"] = matmul_ms(found["state"], found["gradient"])
     times = interleaved_times({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()}, rounds)
@@ -137,13 +145,56 @@ def measure(rounds: int, flush: bool) -> dict:
     return found
 
 
+def late_flush(state: float, gradient: float) -> dict:
+    """The matmul of step 3 when `torch.set_flush_denormal(True)` comes after a first parallel computation."""
+    import torch
+
+    big = torch.randn(1024, 1024)
+    torch.mm(big, big)  # starts PyTorch's worker threads with the default setting
+    torch.set_flush_denormal(True)
+    return {"matmul_measured_ms": matmul_ms(state, gradient)}
+
+
+def others_flush() -> dict:
+    """TensorFlow's and XLA's (JAX's) result for a matmul whose exact value, 1e-41, is subnormal in float32."""
+    import numpy as np
+
+    a, b = np.full((1, 1), 1e-20, "float32"), np.full((1, 1), 1e-21, "float32")
+    found = {"exact (float64)": float((a.astype("float64") @ b.astype("float64"))[0, 0])}
+    import tensorflow as tf
+
+    found["TensorFlow"] = float(tf.linalg.matmul(a, b).numpy()[0, 0])
+    found["TensorFlow (tf.function, jit_compile)"] = float(
+        tf.function(tf.linalg.matmul, jit_compile=True)(a, b).numpy()[0, 0]
+    )
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is not None:
+        import jax.numpy as jnp
+
+        found["JAX (XLA)"] = float(jnp.matmul(a, b)[0, 0])
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 21, quick 3)")
     parser.add_argument("--quick", action="store_true", help="3 rounds (a smoke run; the sizes stay)")
-    parser.add_argument("--child", choices=["default", "flush"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--others",
+        metavar="PYTHON",
+        help="an interpreter with TensorFlow and JAX, to show how they round a subnormal product",
+    )
+    parser.add_argument("--child", choices=["default", "flush", "late", "others"], help=argparse.SUPPRESS)
+    parser.add_argument("--magnitudes", nargs=2, type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.rounds = args.rounds or (3 if args.quick else 21)
+    if args.child == "late":
+        print(json.dumps(late_flush(*args.magnitudes)))
+        return
+    if args.child == "others":
+        print(json.dumps(others_flush()))
+        return
     if args.child:
         print(json.dumps(measure(args.rounds, args.child == "flush")))
         return
@@ -155,12 +206,19 @@ def main() -> None:
     settings = {"default": "PyTorch's default", "flush": "torch.set_flush_denormal(True)"}
     found = {}
     env = child_env("torch", steady_heap=True)  # see _common.TORCH_MALLOC
-    for child in settings:
-        command = [sys.executable, __file__, "--child", child, "--rounds", str(args.rounds)]
+
+    def run(child: str, *extra: str, python: str = sys.executable) -> dict:
+        command = [python, __file__, "--child", child, "--rounds", str(args.rounds), *extra]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"the {child} run failed:\n{done.stderr[-3000:]}")
-        found[child] = json.loads(done.stdout.strip().splitlines()[-1])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    for child in settings:
+        found[child] = run(child)
+    measured = (str(found["default"]["state"]), str(found["default"]["gradient"]))
+    late = run("late", "--magnitudes", *measured)
+    others = run("others", python=args.others) if args.others else None
     print(f"Machine: {machine()}")
     print(f"GRU({UNITS}), batch {BATCH}, {STEPS} steps, {FEATURES} features; after 3 warm-up train steps.\n")
     rows = []
@@ -176,7 +234,16 @@ def main() -> None:
         for name, (ms, ratio, low, high) in f["train"].items():
             value = f"{ms:.1f}, {ratio:.3f} [{low:.3f}, {high:.3f}]"
             rows.append([label, f"4. train step, {name}: CPU ms, ratio to plain", value])
+    label = "torch.set_flush_denormal(True) after a first parallel matmul"
+    rows.append(
+        [label, "3. that matmul alone, the default run's measured magnitudes", f"{late['matmul_measured_ms']:.3f} ms"]
+    )
     print(table(["PyTorch subnormals", "what", "value"], rows))
+    products = [[f"PyTorch, {label}", f"{found[child]['tiny_product']:.3g}"] for child, label in settings.items()]
+    if others is not None:
+        products += [[name, f"{value:.3g}"] for name, value in others.items()]
+    print("\nA 1x1 matmul of 1e-20 by 1e-21 in float32 (exactly 1e-41, a subnormal; 0 where subnormals are flushed):\n")
+    print(table(["where", "result"], products))
     print(f"\n{args.rounds} interleaved rounds; ratio: median of per-round CPU time ratios [95% bootstrap interval].")
 
 

@@ -63,12 +63,30 @@ def test_overhead_refuses_flush_denormal_without_pytorch():
 
 @needs_torch_python
 def test_torch_gru_cost_shows_the_subnormal_products_and_both_settings():
-    out = run("torch_gru_cost.py", python=TORCH_PYTHON, backend="torch")
+    out = run("torch_gru_cost.py", "--others", sys.executable, python=TORCH_PYTHON, backend="torch")
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
     for setting in ("PyTorch's default", "torch.set_flush_denormal(True)"):
-        rows = [line for line in out.splitlines() if line.startswith(f"| {setting}")]
+        rows = [row for row in cells if row[0] == setting]
         assert len(rows) == 10, out
         # the mechanism, not a timing: every first-step state x gradient term is subnormal
-        assert any("subnormal" in r and r.rstrip(" |").endswith("1.00") for r in rows), out
+        assert any("subnormal" in row[1] and row[2] == "1.00" for row in rows), out
+    assert len([row for row in cells if row[0].endswith("after a first parallel matmul")]) == 1, out
+    products = {row[0]: row[1] for row in cells if len(row) == 2}
+    assert float(products["PyTorch, PyTorch's default"]) > 0, out  # PyTorch keeps the subnormal
+    flushed = ["PyTorch, torch.set_flush_denormal(True)", "TensorFlow", "TensorFlow (tf.function, jit_compile)"]
+    assert all(float(products[name]) == 0 for name in [*flushed, "JAX (XLA)"] if name in products), out
+    assert "JAX (XLA)" in products or not HAS_JAX, out
+
+
+@needs_torch_python
+def test_torch_heap_counts_page_faults_per_model_under_both_malloc_settings():
+    out = run("torch_heap.py", python=TORCH_PYTHON, backend="torch")
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
+    rows = [row for row in cells[1:] if row[0] != "malloc thresholds"]
+    assert [row[0] for row in rows] == ["glibc's defaults"] * 3 + [rows[3][0]] * 3, out
+    assert rows[3][0].startswith("fixed (MALLOC_MMAP_THRESHOLD_="), out
+    assert [row[1] for row in rows] == ["plain LSTM", "retrofitted", "zeros"] * 2, out
+    assert all(float(row[2].replace(",", "")) >= 0 and float(row[3]) > 0 for row in rows), out
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory needs Linux /proc")
