@@ -85,6 +85,7 @@ def build(layer: str, seed: int) -> dict:
 
 
 def data(seed: int) -> tuple:
+    """The timed task's inputs and targets, drawn with `seed`."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
