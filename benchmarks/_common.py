@@ -189,6 +189,15 @@ def zeros_as_initial_state(K, kind: str, units: int) -> Callable[[object], list]
     return states
 
 
+def model_with_states(
+    K, kind: str, units: int, steps: int, features: int, source: Callable[..., Callable[[object], list]]
+):
+    """`head_model` around a fresh `recurrent_layer` whose `initial_state=` comes from `source`
+    (`zeros_as_initial_state` or `dense_on_zero_input`)."""
+    states = source(K, kind, units)
+    return head_model(K, steps, features, lambda t: recurrent_layer(K, kind, units)(t, initial_state=states(t)))
+
+
 def dense_on_zero_input(K, kind: str, units: int) -> Callable[[object], list]:
     """For `initial_state=`: the workaround of keras-team/keras#9797, a Dense layer per state on a zero input,
     which learns the state as its bias."""

@@ -73,7 +73,14 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
         import tensorflow as tf
 
         K = tf.keras  # tf_keras under TF_USE_LEGACY_KERAS=1, as 0.0.3 needs
-    from _common import dense_on_zero_input, head_model, interleaved_times, recurrent_layer, zeros_as_initial_state
+    from _common import (
+        dense_on_zero_input,
+        head_model,
+        interleaved_times,
+        model_with_states,
+        recurrent_layer,
+        zeros_as_initial_state,
+    )
 
     import rnn_state_rewriter as rsr
 
@@ -89,8 +96,7 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
         return head_model(K, steps, features, body)
 
     def with_states(kind: str, source):
-        states = source(K, kind, units)
-        return model_from(lambda t: recurrent(kind)(t, initial_state=states(t)))
+        return model_with_states(K, kind, units, steps, features, source)
 
     Old = None
     if generation == "tf_keras" and importlib.util.find_spec("trainable_initial_state_rnn") is not None:

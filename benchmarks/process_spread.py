@@ -54,7 +54,7 @@ KINDS = {"LSTM": "LSTM", "GRU": "GRU", "Bidirectional": "Bidirectional LSTM"}  #
 def build(layer: str, seed: int) -> dict:
     """The plain model and the four variants, all with the plain model's recurrent and output weights."""
     import keras as K
-    from _common import dense_on_zero_input, head_model, recurrent_layer, zeros_as_initial_state
+    from _common import dense_on_zero_input, head_model, model_with_states, recurrent_layer, zeros_as_initial_state
 
     import rnn_state_rewriter as rsr
 
@@ -62,8 +62,7 @@ def build(layer: str, seed: int) -> dict:
     K.utils.set_random_seed(seed)
 
     def with_states(source):
-        states = source(K, kind, UNITS)
-        model = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, kind, UNITS)(t, initial_state=states(t)))
+        model = model_with_states(K, kind, UNITS, STEPS, FEATURES, source)
         for target, origin in ((model.layers[-2], plain.layers[1]), (model.layers[-1], plain.layers[2])):
             target.set_weights(origin.get_weights())  # the recurrent layer and the Dense(1) head
         return model

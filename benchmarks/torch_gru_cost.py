@@ -57,14 +57,13 @@ SMALLEST_NORMAL = 1.1754944e-38  # float32
 def build(x, y) -> dict:
     """The plain GRU model, its retrofit and zeros as `initial_state`, compiled and warmed up."""
     import keras as K
-    from _common import head_model, recurrent_layer, zeros_as_initial_state
+    from _common import head_model, model_with_states, recurrent_layer, zeros_as_initial_state
 
     import rnn_state_rewriter as rsr
 
     K.utils.set_random_seed(0)
     plain = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, "GRU", UNITS)(t))
-    states = zeros_as_initial_state(K, "GRU", UNITS)
-    zeros = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, "GRU", UNITS)(t, initial_state=states(t)))
+    zeros = model_with_states(K, "GRU", UNITS, STEPS, FEATURES, zeros_as_initial_state)
     retrofitted = rsr.add_trainable_initial_states(plain)
     models = {"plain GRU": plain, "retrofitted": retrofitted, "zeros as initial_state": zeros}
     for model in models.values():

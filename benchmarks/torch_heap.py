@@ -38,7 +38,7 @@ def measure(steps: int) -> dict[str, list[float]]:
 
     import keras as K
     import numpy as np
-    from _common import head_model, recurrent_layer, zeros_as_initial_state
+    from _common import head_model, model_with_states, recurrent_layer, zeros_as_initial_state
 
     import rnn_state_rewriter as rsr
 
@@ -47,8 +47,7 @@ def measure(steps: int) -> dict[str, list[float]]:
     y = rng.normal(size=(BATCH, 1)).astype("float32")
     K.utils.set_random_seed(0)
     plain = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, "LSTM", UNITS)(t))
-    states = zeros_as_initial_state(K, "LSTM", UNITS)
-    zeros = head_model(K, STEPS, FEATURES, lambda t: recurrent_layer(K, "LSTM", UNITS)(t, initial_state=states(t)))
+    zeros = model_with_states(K, "LSTM", UNITS, STEPS, FEATURES, zeros_as_initial_state)
     models = {"plain LSTM": plain, "retrofitted": rsr.add_trainable_initial_states(plain), "zeros": zeros}
     for model in models.values():
         model.compile(K.optimizers.Adam(1e-3), "mse")
