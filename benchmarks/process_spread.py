@@ -24,6 +24,17 @@ processes, their median and range; and the plain layer's step time.
 `--inter-op N` runs TensorFlow with N inter-op threads, to show whether a cost
 comes from how TensorFlow schedules the step's ops across threads.
 
+On TensorFlow each process also reads the graph every model's train step runs
+(`TF_DUMP_GRAPH_PREFIX`) and reports, per model, the executor's order in the
+backward loop (`state_gradient_order`). There the gradient with respect to the
+previous hidden state (`dz @ recurrent_kernel.T`, on the loop's critical path:
+the next iteration needs it) and the recurrent kernel's gradient
+(`h.T @ dz`, only summed) both wait for `dz`. TensorFlow's executor runs the
+last expensive op made ready on the thread that finished `dz` and queues the
+others for the pool, so the graph's node order decides whether the state
+gradient goes *first* or is *queued* behind the kernel's. A table groups the
+ratios by the plain model's order and the variant's.
+
     python benchmarks/process_spread.py [--processes 5] [--rounds 21] [--layer LSTM|GRU|Bidirectional]
     python benchmarks/process_spread.py --inter-op 1
 """
@@ -35,6 +46,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,8 +104,9 @@ def data(seed: int) -> tuple:
     return x, rng.normal(size=(BATCH, 1)).astype("float32")
 
 
-def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict[str, dict[str, float]]:
-    """One process: the median per-round CPU and wall time ratio of each variant to the plain layer."""
+def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
+    """One process: the median per-round CPU and wall time ratio of each variant to the plain layer; on
+    TensorFlow with `TF_DUMP_GRAPH_PREFIX` set, each model's `state_gradient_order` too."""
     if inter_op is not None:
         import tensorflow as tf
 
@@ -104,16 +117,79 @@ def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict[st
 
     x, y = data(seed)
     models = build(layer, seed)
-    for m in models.values():
+    orders = {}
+    for name, m in models.items():
+        dumping = K.backend.backend() == "tensorflow" and "TF_DUMP_GRAPH_PREFIX" in os.environ
+        before = dumped_train_graphs() if dumping else set()
         m.compile(K.optimizers.Adam(1e-3), "mse")
-        for _ in range(3):
+        m.train_on_batch(x, y)
+        if dumping:
+            orders[name] = state_gradient_order(dumped_train_graph(before))
+        for _ in range(2):
             m.train_on_batch(x, y)
     times = interleaved_times({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()}, rounds)
     ratios = {
         clock: {name: float(np.median(times[name][clock] / times["plain"][clock])) for name in VARIANTS}
         for clock in ("cpu", "wall")
     }
-    return {**ratios, "plain ms": float(np.median(times["plain"]["wall"]) * 1000)}
+    return {**ratios, "plain ms": float(np.median(times["plain"]["wall"]) * 1000), "order": orders}
+
+
+STATE_GRADIENT = "MatMul_1_grad/MatMul"  # the gradient of `h_tm1 @ recurrent_kernel` with respect to h_tm1
+
+
+def state_gradient_order(graph) -> str:
+    """`first` or `queued` for each recurrent backward loop of a train step's executed `GraphDef`, joined by `/`.
+
+    Keras 3's LSTM and GRU cells compute `inputs @ kernel` and then `h_tm1 @ recurrent_kernel`, which
+    TensorFlow names `MatMul` and `MatMul_1`; the gradient of the latter with respect to `h_tm1` is
+    `MatMul_1_grad/MatMul` inside the backward loop (`while_grad`). Its first input, the gradient of the
+    matmul's output, also feeds the recurrent kernel's gradient. When that input is computed, TensorFlow's
+    executor (`ExecutorState::ScheduleReady`) runs the last expensive consumer, in the graph's edge order,
+    on the same thread and hands the others to the thread pool. `first`: the state gradient is that last
+    matmul consumer; `queued`: it is not.
+    """
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for each in node.input:
+            consumers.setdefault(each.split(":")[0], []).append(node.name)
+    by_name = {node.name: node for node in graph.node}
+    orders = []
+    for node in graph.node:
+        if "while_grad" in node.name and node.name.endswith("/" + STATE_GRADIENT) and node.op.endswith("MatMul"):
+            matmuls = [name for name in consumers[node.input[0].split(":")[0]] if by_name[name].op.endswith("MatMul")]
+            orders.append("first" if matmuls[-1] == node.name else "queued")
+    if not orders:
+        raise RuntimeError(
+            f"no `{STATE_GRADIENT}` in a backward loop of the train step's graph: this TensorFlow or Keras "
+            "names the recurrent gradient differently, so the executor's order cannot be read"
+        )
+    return "/".join(orders)
+
+
+def dumped_train_graph(before: set[str]):
+    """The `GraphDef` of the one train step TensorFlow dumped (`TF_DUMP_GRAPH_PREFIX`) since `before` (a set of
+    paths, as returned by `dumped_train_graphs()`): after Grappler and the lowering of loops, as the executor
+    runs it."""
+    from google.protobuf import text_format
+    from tensorflow.core.framework import graph_pb2
+
+    dumped = sorted(dumped_train_graphs() - before)
+    if len(dumped) != 1:
+        raise RuntimeError(f"expected one dumped train-step graph, found {len(dumped)}")
+    graph = graph_pb2.GraphDef()
+    with open(dumped[0]) as handle:
+        text_format.Parse(handle.read(), graph)
+    return graph
+
+
+def dumped_train_graphs() -> set[str]:
+    """The paths of the train-step graphs dumped so far."""
+    import glob
+
+    return set(
+        glob.glob(os.path.join(os.environ["TF_DUMP_GRAPH_PREFIX"], "*one_step_on_data*after_partition_passes.pbtxt"))
+    )
 
 
 def executed_ops(layer: str) -> dict[str, dict[str, int]]:
@@ -122,34 +198,22 @@ def executed_ops(layer: str) -> dict[str, dict[str, int]]:
     That is the graph TensorFlow hands its executor, after Grappler and the
     lowering of loops into `Enter`/`Merge`/`Switch`/`NextIteration`/`Exit`.
     """
-    import glob
     from collections import Counter
 
     import keras as K
-    from google.protobuf import text_format
-    from tensorflow.core.framework import graph_pb2
 
-    pattern = os.path.join(os.environ["TF_DUMP_GRAPH_PREFIX"], "*one_step_on_data*after_partition_passes.pbtxt")
     x, y = data(0)
     counts = {}
     for name, model in build(layer, 0).items():
-        before = set(glob.glob(pattern))
+        before = dumped_train_graphs()
         model.compile(K.optimizers.Adam(1e-3), "mse")
         model.train_on_batch(x, y)
-        dumped = sorted(set(glob.glob(pattern)) - before)
-        if len(dumped) != 1:
-            raise RuntimeError(f"expected one dumped train-step graph for {name}, found {len(dumped)}")
-        graph = graph_pb2.GraphDef()
-        with open(dumped[0]) as handle:
-            text_format.Parse(handle.read(), graph)
-        counts[name] = dict(Counter(node.op for node in graph.node))
+        counts[name] = dict(Counter(node.op for node in dumped_train_graph(before).node))
     return counts
 
 
 def print_executed_ops(python: str, layer: str) -> None:
     """Runs `executed_ops` in a child and prints the op types whose counts differ between the models."""
-    import tempfile
-
     from _common import child_env, table
 
     with tempfile.TemporaryDirectory() as dump:
@@ -174,6 +238,23 @@ def print_executed_ops(python: str, layer: str) -> None:
         "The loop ops come first, then every other op type whose count differs between the models.\n"
     )
     print(table(["op", *names], rows))
+
+
+def order_table(per_process: list[dict]) -> str:
+    """The wall-clock ratios of every variant in every process, grouped by (plain's order, variant's order):
+    how many, and their median [lowest, highest]."""
+    import numpy as np
+    from _common import table
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for p in per_process:
+        for name in VARIANTS:
+            groups.setdefault((p["order"]["plain"], p["order"][name]), []).append(p["wall"][name])
+    rows = [
+        [plain, variant, str(len(ratios)), f"{np.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"]
+        for (plain, variant), ratios in sorted(groups.items())
+    ]
+    return table(["plain's order", "variant's order", "variants x processes", "wall ratio median [range]"], rows)
 
 
 def main() -> None:
@@ -220,14 +301,17 @@ def main() -> None:
     import numpy as np
 
     pythons = backend_pythons(args.backend, args.python)
-    rows, plain_steps = [], []
+    rows, plain_steps, orders, per_process_tf = [], [], [], []
     for backend in args.backend:
         per_process = []
         for seed in range(args.processes):
             command = [pythons[backend], __file__, "--child", "--layer", args.layer, "--rounds", str(args.rounds)]
             command += ["--seed", str(seed)] + (["--inter-op", str(args.inter_op)] if args.inter_op is not None else [])
             env = child_env(backend, steady_heap=True)
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            with tempfile.TemporaryDirectory() as dump:
+                if backend == "tensorflow":  # the child reads each model's executed graph from there
+                    env.update(TF_DUMP_GRAPH_PREFIX=dump, TF_DUMP_GRAPH_NAME_FILTER="*")
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"a {backend} process failed:\n{done.stderr[-3000:]}")
             per_process.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -239,6 +323,13 @@ def main() -> None:
                 row.append(f"{np.median(ratios):.3f} [{ratios.min():.3f}, {ratios.max():.3f}]")
             rows.append(row)
         plain_steps.append(f"- {backend}: " + ", ".join(f"{p['plain ms']:.1f}" for p in per_process))
+        if backend == "tensorflow" and per_process[0]["order"]:
+            per_process_tf = per_process
+            orders = [
+                f"- process {seed}: plain {p['order']['plain']}; "
+                + "; ".join(f"{name} {p['order'][name]} ({p['wall'][name]:.3f})" for name in VARIANTS)
+                for seed, p in enumerate(per_process)
+            ]
     print(f"Machine: {machine(pythons)}")
     threads = f"; {args.inter_op} inter-op thread(s)" if args.inter_op is not None else ""
     print(
@@ -251,6 +342,15 @@ def main() -> None:
     print("\nThe plain layer's train step, median wall-clock ms per process:")
     for line in plain_steps:
         print(line)
+    if orders:
+        print(
+            "\nTensorFlow: in each model's backward loop, does the executor run the gradient with respect to the "
+            "previous state on the thread that computed its input (first), or queue it behind the recurrent "
+            "kernel's gradient (queued)? Per process, each model's order and wall-clock ratio:"
+        )
+        print("\n".join(orders))
+        print("\nThe wall-clock ratios grouped by the plain model's order and the variant's, over all processes:\n")
+        print(order_table(per_process_tf))
 
 
 if __name__ == "__main__":

@@ -125,6 +125,44 @@ def test_process_spread_reports_each_process_and_the_spread_over_them():
     assert "The plain layer's train step, median wall-clock ms per process:" in out, out
     for column in (4, 6):  # two processes, one ratio each
         assert all(len(line.split("|")[column].split(",")) == 2 for line in rows), out
+    # each process reads every model's executed graph: the executor's order in the backward loop
+    for seed in (0, 1):
+        line = next(line for line in out.splitlines() if line.startswith(f"- process {seed}: plain "))
+        assert re.fullmatch(r"- process \d: plain (first|queued)(; [^;]+ (first|queued) \(\d\.\d{3}\)){4}", line), line
+    grouped = [line.split("|") for line in out.split("grouped by the plain model's order")[1].splitlines()]
+    counts = [int(cells[3]) for cells in grouped if len(cells) > 4 and cells[1].strip() in ("first", "queued")]
+    assert sum(counts) == 8, out  # 4 variants x 2 processes
+
+
+def _graph(*nodes: tuple[str, str, list[str]]):
+    from tensorflow.core.framework import graph_pb2
+
+    graph = graph_pb2.GraphDef()
+    for name, op, inputs in nodes:
+        graph.node.add(name=name, op=op, input=inputs)
+    return graph
+
+
+def test_state_gradient_order_reads_which_matmul_the_executor_runs_inline():
+    pytest.importorskip("tensorflow")
+    spec = importlib.util.spec_from_file_location("process_spread", BENCHMARKS / "process_spread.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    loop = "lstm/while_grad/body/_9/gradients/lstm_cell/"
+    dz = (loop + "split_grad/concat", "ConcatV2", [loop + "Sigmoid_grad/SigmoidGrad"])
+    state = (loop + "MatMul_1_grad/MatMul", "_MklMatMul", [loop + "split_grad/concat", "u:0"])
+    kernel = (loop + "MatMul_1_grad/MatMul_1", "_MklMatMul", ["h:0", loop + "split_grad/concat:0"])
+    bias = (loop + "BiasAdd_grad/BiasAddGrad", "BiasAddGrad", [loop + "split_grad/concat"])
+    # the executor runs the last expensive consumer inline; BiasAddGrad is no matmul and does not count
+    assert module.state_gradient_order(_graph(dz, kernel, state, bias)) == "first"
+    assert module.state_gradient_order(_graph(dz, state, kernel, bias)) == "queued"
+    backward = [
+        (name.replace("lstm/", "backward_lstm/"), op, [i.replace("lstm/", "backward_lstm/") for i in inputs])
+        for name, op, inputs in (dz, state, kernel)
+    ]
+    assert module.state_gradient_order(_graph(dz, kernel, state, *backward)) == "first/queued"
+    with pytest.raises(RuntimeError, match="names the recurrent gradient differently"):
+        module.state_gradient_order(_graph(dz, bias))
 
 
 def test_process_spread_graphs_show_the_same_loop_in_every_variant():
