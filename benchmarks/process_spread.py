@@ -33,10 +33,14 @@ the next iteration needs it) and the recurrent kernel's gradient
 last expensive op made ready on the thread that finished `dz` and queues the
 others for the pool, so the graph's node order decides whether the state
 gradient goes *first* or is *queued* behind the kernel's. A table groups the
-ratios by the plain model's order and the variant's.
+ratios by the plain model's order and the variant's. `--timeline` shows what
+that order does: one process's train steps under TensorFlow's profiler, with
+the span of each loop and the time the backward loop's threads sit idle.
 
     python benchmarks/process_spread.py [--processes 5] [--rounds 21] [--layer LSTM|GRU|Bidirectional]
     python benchmarks/process_spread.py --inter-op 1
+    python benchmarks/process_spread.py --graphs
+    python benchmarks/process_spread.py --timeline [--rounds 6]
 """
 
 from __future__ import annotations
@@ -104,22 +108,14 @@ def data(seed: int) -> tuple:
     return x, rng.normal(size=(BATCH, 1)).astype("float32")
 
 
-def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
-    """One process: the median per-round CPU and wall time ratio of each variant to the plain layer; on
-    TensorFlow with `TF_DUMP_GRAPH_PREFIX` set, each model's `state_gradient_order` too."""
-    if inter_op is not None:
-        import tensorflow as tf
-
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+def warm_up(models: dict, x, y) -> dict[str, str]:
+    """Compiles each model and runs three train steps; on TensorFlow with `TF_DUMP_GRAPH_PREFIX` set, returns
+    each model's `state_gradient_order`, read from the graph its first step dumped."""
     import keras as K
-    import numpy as np
-    from _common import interleaved_times
 
-    x, y = data(seed)
-    models = build(layer, seed)
+    dumping = K.backend.backend() == "tensorflow" and "TF_DUMP_GRAPH_PREFIX" in os.environ
     orders = {}
     for name, m in models.items():
-        dumping = K.backend.backend() == "tensorflow" and "TF_DUMP_GRAPH_PREFIX" in os.environ
         before = dumped_train_graphs() if dumping else set()
         m.compile(K.optimizers.Adam(1e-3), "mse")
         m.train_on_batch(x, y)
@@ -127,6 +123,22 @@ def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
             orders[name] = state_gradient_order(dumped_train_graph(before))
         for _ in range(2):
             m.train_on_batch(x, y)
+    return orders
+
+
+def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
+    """One process: the median per-round CPU and wall time ratio of each variant to the plain layer; on
+    TensorFlow with `TF_DUMP_GRAPH_PREFIX` set, each model's `state_gradient_order` too."""
+    if inter_op is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    import numpy as np
+    from _common import interleaved_times
+
+    x, y = data(seed)
+    models = build(layer, seed)
+    orders = warm_up(models, x, y)
     times = interleaved_times({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()}, rounds)
     ratios = {
         clock: {name: float(np.median(times[name][clock] / times["plain"][clock])) for name in VARIANTS}
@@ -240,6 +252,119 @@ def print_executed_ops(python: str, layer: str) -> None:
     print(table(["op", *names], rows))
 
 
+PROFILER_BOOKKEEPING = ("ThreadpoolListener", "ExecutorState", "ExecutorDoneCallback", "Memory")
+
+
+def timelines(layer: str, rounds: int) -> dict[str, dict]:
+    """One process: every model's train steps under TensorFlow's profiler, `rounds` rounds of 4 steps each,
+    interleaved; per model the median over steps of what the inter-op threads did.
+
+    An op is an event on a `tf_Compute` thread (TensorFlow's inter-op pool) that is not profiler or executor
+    bookkeeping. The loops are told apart by name: the backward loop's ops have `while_grad` in theirs, the
+    forward loop's `/while/body`. `idle` is the time inside the backward loop's span when neither thread runs
+    one of its ops, `gaps` the number of such intervals. The profiler slows every step down. With
+    `TF_DUMP_GRAPH_PREFIX` set, each model's `state_gradient_order` too.
+    """
+    import glob
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    x, y = data(0)
+    models = build(layer, 0)
+    orders = warm_up(models, x, y)
+    steps: dict[str, list[list[float]]] = {name: [] for name in models}
+    with tempfile.TemporaryDirectory() as logs:
+        for r in range(rounds):
+            for name, m in models.items():
+                logdir = os.path.join(logs, f"{r}-{list(models).index(name)}")
+                tf.profiler.experimental.start(logdir)
+                for _ in range(4):
+                    m.train_on_batch(x, y)
+                tf.profiler.experimental.stop()
+                (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+                space = xplane_pb2.XSpace()
+                with open(path, "rb") as handle:
+                    space.ParseFromString(handle.read())
+                (host,) = [plane for plane in space.planes if plane.name == "/host:CPU"]
+                steps[name] += _step_timelines(host)
+    labels = ("step ms", "forward loop ms", "backward loop ms", "backward idle ms", "backward gaps")
+    return {
+        name: {"order": orders[name], **dict(zip(labels, np.median(np.array(rows), axis=0).tolist(), strict=True))}
+        for name, rows in steps.items()
+    }
+
+
+def _step_timelines(host) -> list[list[float]]:
+    """Per train step on one profiled host plane: step, forward-loop span, backward-loop span, backward idle
+    time (ms) and the number of idle gaps."""
+    names = host.event_metadata
+
+    def events(line):
+        for event in line.events:
+            start = line.timestamp_ns * 1000 + event.offset_ps
+            yield start, start + event.duration_ps, names[event.metadata_id].name
+
+    (python,) = [line for line in host.lines if line.name == "python"]
+    ops = sorted(
+        event
+        for line in host.lines
+        if line.name.startswith("tf_Compute")
+        for event in events(line)
+        if not event[2].startswith(PROFILER_BOOKKEEPING)
+    )
+    rows = []
+    for begin, end, name in events(python):
+        if name != "TFE_Py_ExecuteCancelable":  # the call of the compiled train step
+            continue
+        mine = [op for op in ops if begin <= op[0] < end]
+        backward = [op for op in mine if "while_grad" in op[2]]
+        forward = [op for op in mine if "/while/body" in op[2] and "while_grad" not in op[2]]
+        if not backward or not forward:
+            raise RuntimeError("a profiled train step has no forward or no backward recurrent loop")
+        idle, gaps, reached = 0, 0, backward[0][1]
+        for start, stop, _ in backward[1:]:
+            if start > reached:
+                idle, gaps = idle + start - reached, gaps + 1
+            reached = max(reached, stop)
+        span = lambda loop: (max(op[1] for op in loop) - loop[0][0]) / 1e9  # noqa: E731
+        rows.append([(end - begin) / 1e9, span(forward), span(backward), idle / 1e9, gaps])
+    return rows
+
+
+def print_timelines(python: str, layer: str, rounds: int) -> None:
+    """Runs `timelines` in a child and prints its table."""
+    from _common import child_env, table
+
+    command = [python, __file__, "--child", "--timeline", "--layer", layer, "--rounds", str(rounds)]
+    with tempfile.TemporaryDirectory() as dump:
+        env = {**child_env("tensorflow"), "TF_DUMP_GRAPH_PREFIX": dump, "TF_DUMP_GRAPH_NAME_FILTER": "*"}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"the profiled process failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    labels = list(next(iter(result.values())))
+    print(
+        f"Keras 3 {layer} on TensorFlow, one process, {rounds} interleaved rounds of 4 profiled train steps per "
+        "model: the median over steps of what TensorFlow's inter-op threads did. The loops' spans run from their "
+        "first op's start to their last op's end; idle: time in the backward loop's span when no thread runs one "
+        "of its ops, in that many gaps; state gradient: the executor's order (see --help). The profiler slows "
+        "every step.\n"
+    )
+    labels.remove("order")
+    rows = [
+        [
+            name,
+            values["order"],
+            *(f"{values[label]:.1f}" if "ms" in label else f"{values[label]:.0f}" for label in labels),
+        ]
+        for name, values in result.items()
+    ]
+    print(table(["model", "state gradient", *labels], rows))
+
+
 def order_table(per_process: list[dict]) -> str:
     """The wall-clock ratios of every variant in every process, grouped by (plain's order, variant's order):
     how many, and their median [lowest, highest]."""
@@ -275,6 +400,11 @@ def main() -> None:
         action="store_true",
         help="instead of timing: the op counts of the graph each model's train step runs, where they differ",
     )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="instead of timing: one process's train steps under TensorFlow's profiler, loop by loop",
+    )
     parser.add_argument("--quick", action="store_true", help="2 processes of 2 rounds (a smoke run)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -290,8 +420,18 @@ def main() -> None:
     if args.quick:
         args.processes, args.rounds = 2, 2
     if args.child:
-        result = executed_ops(args.layer) if args.graphs else measure(args.layer, args.rounds, args.seed, args.inter_op)
+        if args.graphs:
+            result = executed_ops(args.layer)
+        elif args.timeline:
+            result = timelines(args.layer, args.rounds)
+        else:
+            result = measure(args.layer, args.rounds, args.seed, args.inter_op)
         print(json.dumps(result))
+        return
+    if args.timeline:
+        if args.backend != ["tensorflow"]:
+            parser.error("`--timeline` profiles TensorFlow's threads; it takes `--backend tensorflow` alone.")
+        print_timelines(backend_pythons(args.backend, args.python)["tensorflow"], args.layer, args.rounds)
         return
     if args.graphs:
         if args.backend != ["tensorflow"]:

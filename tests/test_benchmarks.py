@@ -111,16 +111,14 @@ def test_retrofit_measures_only_the_backends_given():
     assert "| keras3/tensorflow" not in out and "| tf_keras" not in out  # tf-keras rows come with tensorflow
 
 
+VARIANT_NAMES = ["retrofitted", "retrofitted, state frozen at zero", "zeros as initial_state", "Dense on zero input"]
+
+
 def test_process_spread_reports_each_process_and_the_spread_over_them():
     out = run("process_spread.py")
     rows = [line for line in out.splitlines() if line.startswith("| tensorflow")]
     variants = [line.split("|")[3].strip() for line in rows]
-    assert variants == [
-        "retrofitted",
-        "retrofitted, state frozen at zero",
-        "zeros as initial_state",
-        "Dense on zero input",
-    ], out
+    assert variants == VARIANT_NAMES, out
     assert all(line.count("[") == 2 for line in rows), out  # CPU and wall: median [range] each
     assert "The plain layer's train step, median wall-clock ms per process:" in out, out
     for column in (4, 6):  # two processes, one ratio each
@@ -132,6 +130,26 @@ def test_process_spread_reports_each_process_and_the_spread_over_them():
     grouped = [line.split("|") for line in out.split("grouped by the plain model's order")[1].splitlines()]
     counts = [int(cells[3]) for cells in grouped if len(cells) > 4 and cells[1].strip() in ("first", "queued")]
     assert sum(counts) == 8, out  # 4 variants x 2 processes
+
+
+def test_process_spread_timeline_profiles_both_loops_of_every_model():
+    out = run("process_spread.py", "--timeline")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    assert [cell.strip() for cell in rows[0]] == [
+        "model",
+        "state gradient",
+        "step ms",
+        "forward loop ms",
+        "backward loop ms",
+        "backward idle ms",
+        "backward gaps",
+    ], out
+    models = {cells[0].strip(): cells[1:] for cells in rows[1:]}
+    assert list(models) == ["plain", *VARIANT_NAMES], out
+    for cells in models.values():
+        order, step, forward, backward, idle, _ = (cell.strip() for cell in cells)
+        assert order in ("first", "queued"), out
+        assert 0 < float(idle) < float(backward) and float(forward) + float(backward) < float(step), out
 
 
 def _graph(*nodes: tuple[str, str, list[str]]):
