@@ -149,7 +149,7 @@ def test_process_spread_timeline_profiles_both_loops_of_every_model():
     for cells in models.values():
         order, step, forward, backward, idle, _ = (cell.strip() for cell in cells)
         assert order in ("first", "queued"), out
-        assert 0 < float(idle) < float(backward) and float(forward) + float(backward) < float(step), out
+        assert 0 < float(idle) < float(backward) < float(step) and 0 < float(forward) < float(step), out
 
 
 def _graph(*nodes: tuple[str, str, list[str]]):
