@@ -108,22 +108,22 @@ def data(seed: int) -> tuple:
     return x, rng.normal(size=(BATCH, 1)).astype("float32")
 
 
-def warm_up(models: dict, x, y) -> dict[str, str]:
+def warm_up(models: dict, x, y) -> dict:
     """Compiles each model and runs three train steps; on TensorFlow with `TF_DUMP_GRAPH_PREFIX` set, returns
-    each model's `state_gradient_order`, read from the graph its first step dumped."""
+    the `GraphDef` each model's train step runs, as its first step dumped it (else nothing)."""
     import keras as K
 
     dumping = K.backend.backend() == "tensorflow" and "TF_DUMP_GRAPH_PREFIX" in os.environ
-    orders = {}
+    graphs = {}
     for name, m in models.items():
         before = dumped_train_graphs() if dumping else set()
         m.compile(K.optimizers.Adam(1e-3), "mse")
         m.train_on_batch(x, y)
         if dumping:
-            orders[name] = state_gradient_order(dumped_train_graph(before))
+            graphs[name] = dumped_train_graph(before)
         for _ in range(2):
             m.train_on_batch(x, y)
-    return orders
+    return graphs
 
 
 def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
@@ -138,7 +138,7 @@ def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
 
     x, y = data(seed)
     models = build(layer, seed)
-    orders = warm_up(models, x, y)
+    orders = {name: state_gradient_order(graph) for name, graph in warm_up(models, x, y).items()}
     times = interleaved_times({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()}, rounds)
     ratios = {
         clock: {name: float(np.median(times[name][clock] / times["plain"][clock])) for name in VARIANTS}
@@ -167,16 +167,26 @@ def state_gradient_order(graph) -> str:
             consumers.setdefault(each.split(":")[0], []).append(node.name)
     by_name = {node.name: node for node in graph.node}
     orders = []
-    for node in graph.node:
-        if "while_grad" in node.name and node.name.endswith("/" + STATE_GRADIENT) and node.op.endswith("MatMul"):
-            matmuls = [name for name in consumers[node.input[0].split(":")[0]] if by_name[name].op.endswith("MatMul")]
-            orders.append("first" if matmuls[-1] == node.name else "queued")
-    if not orders:
+    for source, state_gradient in state_gradients(graph):
+        matmuls = [name for name in consumers[source] if by_name[name].op.endswith("MatMul")]
+        orders.append("first" if matmuls[-1] == state_gradient else "queued")
+    return "/".join(orders)
+
+
+def state_gradients(graph) -> list[tuple[str, str]]:
+    """For each recurrent backward loop of a train step's executed `GraphDef`: the names of the node whose
+    output the state gradient takes (`dz`) and of the state gradient (see `state_gradient_order`)."""
+    pairs = [
+        (node.input[0].split(":")[0], node.name)
+        for node in graph.node
+        if "while_grad" in node.name and node.name.endswith("/" + STATE_GRADIENT) and node.op.endswith("MatMul")
+    ]
+    if not pairs:
         raise RuntimeError(
             f"no `{STATE_GRADIENT}` in a backward loop of the train step's graph: this TensorFlow or Keras "
             "names the recurrent gradient differently, so the executor's order cannot be read"
         )
-    return "/".join(orders)
+    return pairs
 
 
 def dumped_train_graph(before: set[str]):
@@ -274,7 +284,7 @@ def timelines(layer: str, rounds: int) -> dict[str, dict]:
 
     x, y = data(0)
     models = build(layer, 0)
-    orders = warm_up(models, x, y)
+    graphs = warm_up(models, x, y)
     steps: dict[str, list[list[float]]] = {name: [] for name in models}
     with tempfile.TemporaryDirectory() as logs:
         for r in range(rounds):
@@ -289,17 +299,19 @@ def timelines(layer: str, rounds: int) -> dict[str, dict]:
                 with open(path, "rb") as handle:
                     space.ParseFromString(handle.read())
                 (host,) = [plane for plane in space.planes if plane.name == "/host:CPU"]
-                steps[name] += _step_timelines(host)
-    labels = ("step ms", "forward loop ms", "backward loop ms", "backward idle ms", "backward gaps")
+                steps[name] += _step_timelines(host, dict(state_gradients(graphs[name])))
+    labels = ("step ms", "forward loop ms", "backward loop ms", "backward idle ms", "backward gaps", "next %")
+    medians = {name: np.median(np.array(rows), axis=0).tolist() for name, rows in steps.items()}
     return {
-        name: {"order": orders[name], **dict(zip(labels, np.median(np.array(rows), axis=0).tolist(), strict=True))}
-        for name, rows in steps.items()
+        name: {"order": state_gradient_order(graphs[name]), **dict(zip(labels, medians[name], strict=True))}
+        for name in steps
     }
 
 
-def _step_timelines(host) -> list[list[float]]:
+def _step_timelines(host, state_gradient_of: dict[str, str]) -> list[list[float]]:
     """Per train step on one profiled host plane: step, forward-loop span, backward-loop span, backward idle
-    time (ms) and the number of idle gaps."""
+    time (ms), the number of idle gaps, and the percentage of backward iterations in which the thread that
+    computed `dz` ran the state gradient next (`state_gradient_of`: `dz`'s node name -> the state gradient's)."""
     names = host.event_metadata
 
     def events(line):
@@ -308,13 +320,29 @@ def _step_timelines(host) -> list[list[float]]:
             yield start, start + event.duration_ps, names[event.metadata_id].name
 
     (python,) = [line for line in host.lines if line.name == "python"]
-    ops = sorted(
-        event
+    threads = [
+        sorted(event for event in events(line) if not event[2].startswith(PROFILER_BOOKKEEPING))
         for line in host.lines
         if line.name.startswith("tf_Compute")
-        for event in events(line)
-        if not event[2].startswith(PROFILER_BOOKKEEPING)
-    )
+    ]
+    ops = sorted(event for thread in threads for event in thread)
+    node = lambda event: event[2].rsplit(":", 1)[0]  # noqa: E731  (profiler events are "node name:op type")
+
+    def next_op(thread: list, i: int):
+        """The first op on the thread that starts after op i ends (events nested in an op, such as a kernel's
+        `ParallelFor`, start before)."""
+        j = i + 1
+        while j < len(thread) and thread[j][0] < thread[i][1]:
+            j += 1
+        return thread[j] if j < len(thread) else (0, 0, "")
+
+    # (start of each dz, whether the same thread's next op was its state gradient)
+    followed = [
+        (thread[i][0], node(next_op(thread, i)) == state_gradient_of[node(thread[i])])
+        for thread in threads
+        for i in range(len(thread))
+        if node(thread[i]) in state_gradient_of
+    ]
     rows = []
     for begin, end, name in events(python):
         if name != "TFE_Py_ExecuteCancelable":  # the call of the compiled train step
@@ -330,7 +358,11 @@ def _step_timelines(host) -> list[list[float]]:
                 idle, gaps = idle + start - reached, gaps + 1
             reached = max(reached, stop)
         span = lambda loop: (max(op[1] for op in loop) - loop[0][0]) / 1e9  # noqa: E731
-        rows.append([(end - begin) / 1e9, span(forward), span(backward), idle / 1e9, gaps])
+        next_ = [was for start, was in followed if begin <= start < end]
+        if not next_:
+            raise RuntimeError("no profiled op of a train step has the name of the state gradient's input")
+        share = 100 * sum(next_) / len(next_)
+        rows.append([(end - begin) / 1e9, span(forward), span(backward), idle / 1e9, gaps, share])
     return rows
 
 
@@ -350,8 +382,9 @@ def print_timelines(python: str, layer: str, rounds: int) -> None:
         f"Keras 3 {layer} on TensorFlow, one process, {rounds} interleaved rounds of 4 profiled train steps per "
         "model: the median over steps of what TensorFlow's inter-op threads did. The loops' spans run from their "
         "first op's start to their last op's end; idle: time in the backward loop's span when no thread runs one "
-        "of its ops, in that many gaps; state gradient: the executor's order (see --help). The profiler slows "
-        "every step.\n"
+        "of its ops, in that many gaps; state gradient: the executor's order read from the graph (see --help); "
+        "next %: the backward iterations in which the thread that computed dz ran the state gradient next. "
+        "The profiler slows every step.\n"
     )
     labels.remove("order")
     rows = [

@@ -143,13 +143,15 @@ def test_process_spread_timeline_profiles_both_loops_of_every_model():
         "backward loop ms",
         "backward idle ms",
         "backward gaps",
+        "next %",
     ], out
     models = {cells[0].strip(): cells[1:] for cells in rows[1:]}
     assert list(models) == ["plain", *VARIANT_NAMES], out
     for cells in models.values():
-        order, step, forward, backward, idle, _ = (cell.strip() for cell in cells)
-        assert order in ("first", "queued"), out
+        order, step, forward, backward, idle, _, next_ = (cell.strip() for cell in cells)
         assert 0 < float(idle) < float(backward) < float(step) and 0 < float(forward) < float(step), out
+        # the order read from the graph is what the executor did: `first` runs the state gradient next
+        assert (order, float(next_) > 50) in (("first", True), ("queued", False)), out
 
 
 def _graph(*nodes: tuple[str, str, list[str]]):
