@@ -10,6 +10,13 @@ started from. Processes run in interleaved rounds; the table gives medians,
 and the ratio of the medians of process CPU time too, which other processes on
 a shared machine disturb less than the wall clock.
 
+Before measuring, each process calls `model.get_config()` once. Both
+operations serialize the model's layers, and Keras' serialization imports
+TensorFlow lazily the first time, where it is installed, even on JAX. That
+one-time import took about 3 s and as much resident memory as 1.2 times the
+large model's weights. It is Keras', not the operation's, and it would
+otherwise be counted for whichever operation runs first in a process.
+
 Keras 3 runs on each backend given with `--backend` (default: the one
 `KERAS_BACKEND` names, else TensorFlow); tf-keras runs with TensorFlow, where
 installed.
@@ -82,6 +89,7 @@ def measure(generation: str, method: str, layers: int, units: int, features: int
     model, methods = _model_and_methods(generation, layers, units, features)
     weight_bytes = sum(int(w.numpy().nbytes) for w in model.weights)
     operation = methods[method]
+    model.get_config()  # Keras' one-time lazy imports (TensorFlow, even on JAX), outside the measurement
     resident = _status("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as handle:

@@ -96,7 +96,9 @@ class Adapter(Protocol):
 
     def compile_arguments(self, model: Any) -> dict[str, Any] | None: ...
 
-    def copied_value(self, variable: Any) -> Any: ...
+    def copied_value(self, variable: Any) -> Any:
+        """What to `assign` to another variable so that the two never share a buffer."""
+        ...
 
 
 _ADAPTER_MODULES = {

@@ -143,5 +143,12 @@ def compile_arguments(model: Any) -> dict[str, Any] | None:
 
 
 def copied_value(variable: Any) -> Any:
-    """A copy of a variable's value: on JAX, `assign(variable)` would share its buffer."""
-    return keras.ops.copy(variable.value)
+    """What to `assign` to another variable so that the two never share a buffer.
+
+    On JAX, `assign` keeps the array it is given, so that gets a copy. TensorFlow's and PyTorch's `assign`
+    copy into the target's own buffer, so they get the value itself: a copy there would only add a
+    transient buffer the size of the largest weight to the retrofit's peak memory.
+    """
+    if keras.backend.backend() == "jax":
+        return keras.ops.copy(variable.value)
+    return variable.value
