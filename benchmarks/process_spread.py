@@ -32,7 +32,8 @@ the next iteration needs it) and the recurrent kernel's gradient
 (`h.T @ dz`, only summed) both wait for `dz`. TensorFlow's executor runs the
 last expensive op made ready on the thread that finished `dz` and queues the
 others for the pool, so the graph's node order decides whether the state
-gradient goes *first* or is *queued* behind the kernel's. A table groups the
+gradient goes *first* or is *queued* behind the kernel's (and how many ops the
+pool gets before it: `queued, N ahead`). A table groups the
 ratios by the plain model's order and the variant's. `--timeline` shows what
 that order does: one process's train steps under TensorFlow's profiler, with
 the span of each loop and the time the backward loop's threads sit idle.
@@ -151,15 +152,17 @@ STATE_GRADIENT = "MatMul_1_grad/MatMul"  # the gradient of `h_tm1 @ recurrent_ke
 
 
 def state_gradient_order(graph) -> str:
-    """`first` or `queued` for each recurrent backward loop of a train step's executed `GraphDef`, joined by `/`.
+    """`first` or `queued, N ahead` for each recurrent backward loop of a train step's executed `GraphDef`,
+    joined by `/`.
 
     Keras 3's LSTM and GRU cells compute `inputs @ kernel` and then `h_tm1 @ recurrent_kernel`, which
     TensorFlow names `MatMul` and `MatMul_1`; the gradient of the latter with respect to `h_tm1` is
     `MatMul_1_grad/MatMul` inside the backward loop (`while_grad`). Its first input, the gradient of the
     matmul's output, also feeds the recurrent kernel's gradient. When that input is computed, TensorFlow's
     executor (`ExecutorState::ScheduleReady`) runs the last expensive consumer, in the graph's edge order,
-    on the same thread and hands the others to the thread pool. `first`: the state gradient is that last
-    matmul consumer; `queued`: it is not.
+    on the same thread and hands the others to the thread pool, in that order. `first`: the state gradient
+    is that last matmul consumer; `queued, N ahead`: it is not, and N consumers are handed to the pool
+    before it.
     """
     consumers: dict[str, list[str]] = {}
     for node in graph.node:
@@ -169,7 +172,8 @@ def state_gradient_order(graph) -> str:
     orders = []
     for source, state_gradient in state_gradients(graph):
         matmuls = [name for name in consumers[source] if by_name[name].op.endswith("MatMul")]
-        orders.append("first" if matmuls[-1] == state_gradient else "queued")
+        ahead = consumers[source].index(state_gradient)
+        orders.append("first" if matmuls[-1] == state_gradient else f"queued, {ahead} ahead")
     return "/".join(orders)
 
 
@@ -519,7 +523,8 @@ def main() -> None:
         print(
             "\nTensorFlow: in each model's backward loop, does the executor run the gradient with respect to the "
             "previous state on the thread that computed its input (first), or queue it behind the recurrent "
-            "kernel's gradient (queued)? Per process, each model's order and wall-clock ratio:"
+            "kernel's gradient, with N ops handed to the pool before it (queued, N ahead)? Per process, each "
+            "model's order and wall-clock ratio:"
         )
         print("\n".join(orders))
         print("\nThe wall-clock ratios grouped by the plain model's order and the variant's, over all processes:\n")
