@@ -209,6 +209,11 @@ def dumped_train_graph(before: set[str]):
     return graph
 
 
+def graph_dump_env(directory: str) -> dict[str, str]:
+    """The environment variables that make a TensorFlow child dump every graph it runs into `directory`."""
+    return {"TF_DUMP_GRAPH_PREFIX": directory, "TF_DUMP_GRAPH_NAME_FILTER": "*"}
+
+
 def dumped_train_graphs() -> set[str]:
     """The paths of the train-step graphs dumped so far."""
     import glob
@@ -226,16 +231,9 @@ def executed_ops(layer: str) -> dict[str, dict[str, int]]:
     """
     from collections import Counter
 
-    import keras as K
-
     x, y = data(0)
-    counts = {}
-    for name, model in build(layer, 0).items():
-        before = dumped_train_graphs()
-        model.compile(K.optimizers.Adam(1e-3), "mse")
-        model.train_on_batch(x, y)
-        counts[name] = dict(Counter(node.op for node in dumped_train_graph(before).node))
-    return counts
+    graphs = warm_up(build(layer, 0), x, y)
+    return {name: dict(Counter(node.op for node in graph.node)) for name, graph in graphs.items()}
 
 
 def print_executed_ops(python: str, layer: str) -> None:
@@ -243,7 +241,7 @@ def print_executed_ops(python: str, layer: str) -> None:
     from _common import child_env, table
 
     with tempfile.TemporaryDirectory() as dump:
-        env = {**child_env("tensorflow"), "TF_DUMP_GRAPH_PREFIX": dump, "TF_DUMP_GRAPH_NAME_FILTER": "*"}
+        env = {**child_env("tensorflow"), **graph_dump_env(dump)}
         command = [python, __file__, "--child", "--graphs", "--layer", layer]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -276,11 +274,10 @@ def timelines(layer: str, rounds: int) -> dict[str, dict]:
     An op is an event on a `tf_Compute` thread (TensorFlow's inter-op pool) that is not profiler or executor
     bookkeeping. The loops are told apart by name: the backward loop's ops have `while_grad` in theirs, the
     forward loop's `/while/body`. `idle` is the time inside the backward loop's span when neither thread runs
-    one of its ops, `gaps` the number of such intervals. The profiler slows every step down. With
-    `TF_DUMP_GRAPH_PREFIX` set, each model's `state_gradient_order` too.
+    one of its ops, `gaps` the number of such intervals. The profiler slows every step down. Needs
+    `TF_DUMP_GRAPH_PREFIX`: each model's `state_gradient_order` and its state gradient's input come from there.
     """
     import glob
-    import tempfile
 
     import numpy as np
     import tensorflow as tf
@@ -289,11 +286,12 @@ def timelines(layer: str, rounds: int) -> dict[str, dict]:
     x, y = data(0)
     models = build(layer, 0)
     graphs = warm_up(models, x, y)
+    state_gradient_of = {name: dict(state_gradients(graph)) for name, graph in graphs.items()}
     steps: dict[str, list[list[float]]] = {name: [] for name in models}
     with tempfile.TemporaryDirectory() as logs:
         for r in range(rounds):
-            for name, m in models.items():
-                logdir = os.path.join(logs, f"{r}-{list(models).index(name)}")
+            for i, (name, m) in enumerate(models.items()):
+                logdir = os.path.join(logs, f"{r}-{i}")
                 tf.profiler.experimental.start(logdir)
                 for _ in range(4):
                     m.train_on_batch(x, y)
@@ -303,7 +301,7 @@ def timelines(layer: str, rounds: int) -> dict[str, dict]:
                 with open(path, "rb") as handle:
                     space.ParseFromString(handle.read())
                 (host,) = [plane for plane in space.planes if plane.name == "/host:CPU"]
-                steps[name] += _step_timelines(host, dict(state_gradients(graphs[name])))
+                steps[name] += _step_timelines(host, state_gradient_of[name])
     labels = ("step ms", "forward loop ms", "backward loop ms", "backward idle ms", "backward gaps", "next %")
     medians = {name: np.median(np.array(rows), axis=0).tolist() for name, rows in steps.items()}
     return {
@@ -376,7 +374,7 @@ def print_timelines(python: str, layer: str, rounds: int) -> None:
 
     command = [python, __file__, "--child", "--timeline", "--layer", layer, "--rounds", str(rounds)]
     with tempfile.TemporaryDirectory() as dump:
-        env = {**child_env("tensorflow"), "TF_DUMP_GRAPH_PREFIX": dump, "TF_DUMP_GRAPH_NAME_FILTER": "*"}
+        env = {**child_env("tensorflow"), **graph_dump_env(dump)}
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"the profiled process failed:\n{done.stderr[-3000:]}")
@@ -487,7 +485,7 @@ def main() -> None:
             env = child_env(backend, steady_heap=True)
             with tempfile.TemporaryDirectory() as dump:
                 if backend == "tensorflow":  # the child reads each model's executed graph from there
-                    env.update(TF_DUMP_GRAPH_PREFIX=dump, TF_DUMP_GRAPH_NAME_FILTER="*")
+                    env.update(graph_dump_env(dump))
                 done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"a {backend} process failed:\n{done.stderr[-3000:]}")
