@@ -96,8 +96,8 @@ class Adapter(Protocol):
 
     def compile_arguments(self, model: Any) -> dict[str, Any] | None: ...
 
-    def copied_value(self, variable: Any) -> Any:
-        """What to `assign` to another variable so that the two never share a buffer."""
+    def copy_into(self, target: Any, source: Any) -> None:
+        """Assigns `source`'s value to the variable `target` so that the two never share a buffer."""
         ...
 
 

@@ -36,7 +36,7 @@ __all__ = [
     "split_initial_state",
     "call_with_initial_state",
     "compile_arguments",
-    "copied_value",
+    "copy_into",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -142,13 +142,16 @@ def compile_arguments(model: Any) -> dict[str, Any] | None:
     return dict(model._compile_config.config)
 
 
-def copied_value(variable: Any) -> Any:
-    """What to `assign` to another variable so that the two never share a buffer.
+def copy_into(target: Any, source: Any) -> None:
+    """Assigns `source`'s value to `target` so that the two never share a buffer.
 
-    On JAX, `assign` keeps the array it is given, so that gets a copy. TensorFlow's and PyTorch's `assign`
-    copy into the target's own buffer, so they get the value itself: a copy there would only add a
-    transient buffer the size of the largest weight to the retrofit's peak memory.
+    On JAX, `assign` keeps the array it is given, so that gets a copy; the target's own buffer (the
+    zeros the clone was built with) is let go first, so the copy takes its place instead of living
+    beside it. TensorFlow's and PyTorch's `assign` copy into the target's own buffer, so they get the
+    value itself: a copy there would only add a transient buffer the size of the largest weight.
     """
-    if keras.backend.backend() == "jax":
-        return keras.ops.copy(variable.value)
-    return variable.value
+    if keras.backend.backend() != "jax":
+        target.assign(source.value)
+        return
+    target._value = None  # the only reference to the clone's buffer: JAX frees it here
+    target.assign(keras.ops.copy(source.value))

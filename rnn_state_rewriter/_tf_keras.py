@@ -38,7 +38,7 @@ __all__ = [
     "split_initial_state",
     "call_with_initial_state",
     "compile_arguments",
-    "copied_value",
+    "copy_into",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -136,6 +136,6 @@ def sublayers(layer: Any) -> list[Any]:
     return list(layer._flatten_layers(include_self=False, recursive=True))
 
 
-def copied_value(variable: Any) -> Any:
-    """The variable itself: a TensorFlow `assign` copies its value."""
-    return variable
+def copy_into(target: Any, source: Any) -> None:
+    """Assigns `source`'s value to `target`: a TensorFlow `assign` copies into the target's buffer."""
+    target.assign(source)

@@ -154,7 +154,7 @@ def copy_weights(adapter: Adapter, pairs: list[tuple[Any, Any]], first_call: Cal
         first_call()
     for old, new in pairs:
         for source, target in _matched(old, new):
-            target.assign(adapter.copied_value(source))
+            adapter.copy_into(target, source)
 
 
 def _fresh(adapter: Adapter, obj: Any) -> Any:

@@ -159,6 +159,47 @@ def test_every_copy_owns_its_buffers(backend):
     assert done.stdout.strip().endswith("ok")
 
 
+PEAK = """
+import jax, numpy as np, keras
+from keras.src.backend.jax.core import JaxVariable
+import rnn_state_rewriter as rsr
+
+def live_bytes():
+    return sum(a.nbytes for a in jax.live_arrays())
+
+inputs = keras.Input((5, 256))
+h = keras.layers.LSTM(256, return_sequences=True)(inputs)  # a 1 MiB kernel: far above any small buffer
+model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.LSTM(8)(h)))
+weight_bytes = sum(np.asarray(w).nbytes for w in model.weights)
+largest = max(np.asarray(w).nbytes for w in model.weights)
+
+at_assign = []
+assign = JaxVariable.assign
+JaxVariable.assign = lambda self, value: (at_assign.append(live_bytes()), assign(self, value))[1]
+before = live_bytes()
+copy = rsr.add_trainable_initial_states(model)
+JaxVariable.assign = assign
+peak = max(at_assign) - before
+print(f"extra live bytes at the worst assign: {peak}; weights {weight_bytes}, largest {largest}")
+assert peak < weight_bytes + largest / 2, "a weight's copy lived beside the clone's own buffer"
+x = np.random.default_rng(0).normal(size=(2, 5, 256)).astype("float32")
+np.testing.assert_array_equal(model.predict(x, verbose=0), copy.predict(x, verbose=0))
+print("ok")
+"""
+
+
+def test_on_jax_each_copy_replaces_the_clones_buffer_instead_of_living_beside_it():
+    """The retrofit's extra memory on JAX is the clone's weights, without one more copy of the largest.
+
+    JAX's `assign` keeps the array it is given, so each weight is copied; the
+    clone's own zero buffer must be let go before that copy is made. TensorFlow
+    and PyTorch copy into the target's buffer and make no copy at all.
+    """
+    done = run_on_backend("jax", PEAK)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-1000:]
+    assert done.stdout.strip().endswith("ok")
+
+
 MAKE_MODEL = """
 import numpy as np, keras
 keras.utils.set_random_seed(0)
