@@ -146,6 +146,23 @@ def variable_ids(model) -> set[int]:
     return ids
 
 
+def release_compiled_code() -> None:
+    """Frees what earlier models compiled, for tests that build hundreds of them in one process.
+
+    On JAX every compiled function keeps its machine code in memory mappings of
+    its own until its cache entry goes. A property example adds about 650, so
+    about 100 examples exceed Linux's limit of 65,530 mappings a process
+    (`vm.max_map_count`), where XLA aborts the process while compiling.
+    """
+    import gc
+
+    gc.collect()
+    if BACKEND == "jax":
+        import jax
+
+        jax.clear_caches()
+
+
 def snapshot(model) -> list[np.ndarray]:
     return [np.array(w) for w in model.get_weights()]
 

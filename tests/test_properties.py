@@ -13,11 +13,12 @@ trains eagerly, which keeps 500 examples within an hour on 2 cores.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import keras
 import numpy as np
-from conftest import assert_same_weights, gradients, snapshot, to_numpy
+from conftest import assert_same_weights, gradients, release_compiled_code, snapshot, to_numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -177,6 +178,8 @@ def check_promises(K, model, spec, tmp_path):
 def test_random_models_keep_every_promise(K, request, tmp_path_factory):
     examples = 500 if request.config.getoption("--slow") else int(os.environ.get("RSR_EXAMPLES", "4"))
 
+    count = itertools.count(1)
+
     @settings(
         max_examples=examples,
         deadline=None,
@@ -186,6 +189,8 @@ def test_random_models_keep_every_promise(K, request, tmp_path_factory):
     )
     @given(spec=model_specs())
     def check(spec):
+        if next(count) % 25 == 0:  # every example compiles anew: clearing each time would double the run
+            release_compiled_code()
         K.utils.set_random_seed(0)
         model = build(K, spec)
         check_promises(K, model, spec, tmp_path_factory.mktemp("model"))
