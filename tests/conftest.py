@@ -150,8 +150,8 @@ def release_compiled_code() -> None:
     """Frees what earlier models compiled, for tests that build hundreds of them in one process.
 
     On JAX every compiled function keeps its machine code in memory mappings of
-    its own until its cache entry goes. A property example adds about 650, so
-    about 100 examples exceed Linux's limit of 65,530 mappings a process
+    its own until its cache entry goes. A property example adds 700 to 1,000,
+    so under 100 examples exceed Linux's limit of 65,530 mappings a process
     (`vm.max_map_count`), where XLA aborts the process while compiling.
     """
     import gc
