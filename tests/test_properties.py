@@ -8,7 +8,8 @@ gradient reaching every new state, save and reload identical, and
 CI runs a fixed seed and a few examples per generation; `pytest --slow` runs 500.
 The compiled `predict` path is checked once per example (original against the
 retrofitted copy); the other comparisons call the models directly and the copy
-trains eagerly, which keeps 500 examples within an hour on 2 cores.
+trains eagerly, which keeps 500 examples within an hour on 2 cores on TensorFlow
+and PyTorch; JAX, which compiles every new model, runs about 7 examples a minute.
 """
 
 from __future__ import annotations
