@@ -9,6 +9,8 @@ Public names:
 - `plan_trainable_initial_states`, `Decision`: what the rewrite would do, and why.
 - `state_shapes`, `is_recurrent`: the state structure of a recurrent layer.
 - `to_tflite`: a TFLite flatbuffer that keeps the learned initial states.
+- `RetrofitMismatchError`: raised when a retrofitted copy would predict
+  otherwise than the original (the retrofit checks itself).
 
 Both Keras generations are supported: Keras 3 (`keras`) and tf-keras
 (`tf_keras`); `tf_keras` is imported only when a tf-keras object is seen.
@@ -35,6 +37,7 @@ _PUBLIC = {
     "state_shapes": "rnn_state_rewriter.states",
     "is_recurrent": "rnn_state_rewriter.states",
     "to_tflite": "rnn_state_rewriter.export",
+    "RetrofitMismatchError": "rnn_state_rewriter.check",
 }
 
 __all__ = list(_PUBLIC)
@@ -42,6 +45,7 @@ __all__ = list(_PUBLIC)
 __version__ = "0.1.0"
 
 if _TYPE_CHECKING:  # the names, for type checkers and editors
+    from rnn_state_rewriter.check import RetrofitMismatchError  # noqa: F401
     from rnn_state_rewriter.export import to_tflite  # noqa: F401
     from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN  # noqa: F401
     from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states  # noqa: F401

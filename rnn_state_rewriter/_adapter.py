@@ -100,6 +100,30 @@ class Adapter(Protocol):
         """Assigns `source`'s value to the variable `target` so that the two never share a buffer."""
         ...
 
+    def detached(self, value: Any) -> Any:
+        """A value read from a layer's saved state that shares no buffer with the layer."""
+        ...
+
+    def variables(self, layer: Any) -> list[Any]:
+        """Every variable of a layer and its sublayers (not the weight handlers of lookup tables)."""
+        ...
+
+    def own_variables(self, layer: Any) -> list[Any]:
+        """The variables a layer saves itself, in the order its `save_own_variables` numbers them."""
+        ...
+
+    def carried_states(self, model: Any) -> list[Any]:
+        """The variables holding the carried state of the model's stateful recurrent layers."""
+        ...
+
+    def finish_loading(self, layer: Any) -> None:
+        """What the generation's loader runs on a layer once all weights are in (tf-keras: `finalize_state`)."""
+        ...
+
+    def saves_more_than_variables(self, layer: Any) -> bool:
+        """Whether a layer's class saves its state otherwise than its variables in order (or saves assets)."""
+        ...
+
 
 _ADAPTER_MODULES = {
     Generation.KERAS3: "rnn_state_rewriter._keras3",

@@ -37,6 +37,12 @@ __all__ = [
     "call_with_initial_state",
     "compile_arguments",
     "copy_into",
+    "detached",
+    "variables",
+    "own_variables",
+    "saves_more_than_variables",
+    "finish_loading",
+    "carried_states",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -155,3 +161,39 @@ def copy_into(target: Any, source: Any) -> None:
         return
     target._value = None  # the only reference to the clone's buffer: JAX frees it here
     target.assign(keras.ops.copy(source.value))
+
+
+def detached(value: Any) -> Any:
+    """A saved value as `load_own_variables` may assign it: a copy on JAX, where `assign` keeps its argument."""
+    if isinstance(value, keras.Variable):
+        value = value.value
+    return keras.ops.copy(value) if keras.backend.backend() == "jax" else value
+
+
+def variables(layer: Any) -> list[Any]:
+    return list(layer.weights)
+
+
+def own_variables(layer: Any) -> list[Any]:
+    return list(layer._trainable_variables + layer._non_trainable_variables)
+
+
+def saves_more_than_variables(layer: Any) -> bool:
+    cls, base = type(layer), keras.layers.Layer
+    overridden = any(
+        getattr(cls, name) is not getattr(base, name) for name in ("save_own_variables", "load_own_variables")
+    )
+    return overridden or hasattr(layer, "save_assets")
+
+
+def finish_loading(layer: Any) -> None:
+    """Nothing: Keras 3 layers finalize their state in `load_own_variables` (e.g. `Normalization`)."""
+
+
+def carried_states(model: Any) -> list[Any]:
+    """The state variables of every stateful recurrent layer (Keras 3 creates them when the layer is built)."""
+    found = []
+    for layer in sublayers(model):
+        if getattr(layer, "stateful", False) and isinstance(getattr(layer, "states", None), (list, tuple)):
+            found += [s for s in keras.tree.flatten(layer.states) if isinstance(s, keras.Variable)]
+    return found

@@ -110,7 +110,11 @@ class TfKerasOps:
         self.map_structure = tf.nest.map_structure
 
     def zero_state(self, layer: Any) -> Any:
+        """The layer's initial state on zero inputs (a batch of one), nested inputs included (`rnn((x1, x2))`)."""
         spec = layer.input_spec[0] if isinstance(layer.input_spec, list) else layer.input_spec
+        return layer.get_initial_state(self.map_structure(lambda s: self._zeros(layer, s), spec))
+
+    def _zeros(self, layer: Any, spec: Any) -> Any:
         shape = list(spec.shape) if spec is not None and spec.shape is not None else None
         if shape is None:
             raise ValueError(
@@ -125,7 +129,7 @@ class TfKerasOps:
                 "a trainable initial state needs static dimensions. Give the input "
                 "its spatial dimensions (e.g. `Input((time, 32, 32, 3))`)."
             )
-        return layer.get_initial_state(self.tf.zeros(shape, dtype=layer.dtype or "float32"))
+        return self.tf.zeros(shape, dtype=layer.dtype or "float32")
 
     def batch_size(self, inputs: Any, axis: int) -> Any:
         # A slice of the shape, which TensorFlow's static shape inference reads (a fixed batch stays known).

@@ -39,6 +39,12 @@ __all__ = [
     "call_with_initial_state",
     "compile_arguments",
     "copy_into",
+    "detached",
+    "variables",
+    "own_variables",
+    "saves_more_than_variables",
+    "finish_loading",
+    "carried_states",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -91,16 +97,24 @@ def split_initial_state(
 ) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
     """Separates the `initial_state` a call site passes (None if none) from its other arguments.
 
-    tf-keras records states passed at a call site as extra entries of the
-    first argument: `lstm(x, initial_state=[h, c])` is stored as `([x, h, c],)`.
+    tf-keras records the states and constants passed at a call site as extra
+    entries of a *list* first argument, as `rnn_utils.standardize_args` reads
+    them: `lstm(x, initial_state=[h, c])` is stored as `([x, h, c],)`, with the
+    layer's `_num_constants` constants last. A tuple is the nested input of a
+    cell that takes several tensors (`rnn((x1, x2))`), never states.
     """
     kwargs = dict(kwargs)
     state = kwargs.pop("initial_state", None)
     if len(args) > 1 and state is None:
         state, args = args[1], args[:1] + args[2:]
     first = args[0] if args else None
-    if state is None and isinstance(first, (list, tuple)) and len(first) > 1:
-        state, args = list(first[1:]), (first[0],) + tuple(args[1:])
+    if state is None and isinstance(first, list) and len(first) > 1:
+        entries = list(first)
+        constants = int(getattr(layer, "_num_constants", 0) or 0)
+        if constants and kwargs.get("constants") is None:
+            kwargs["constants"], entries = entries[-constants:], entries[:-constants]
+        state = entries[1:] or None
+        args = (entries[0],) + tuple(args[1:])
     return tuple(args), kwargs, state
 
 
@@ -139,3 +153,46 @@ def sublayers(layer: Any) -> list[Any]:
 def copy_into(target: Any, source: Any) -> None:
     """Assigns `source`'s value to `target`: a TensorFlow `assign` copies into the target's buffer."""
     target.assign(source)
+
+
+def detached(value: Any) -> Any:
+    """A saved value as `load_own_variables` may assign it (tf-keras saves NumPy copies)."""
+    return value
+
+
+def variables(layer: Any) -> list[Any]:
+    """`layer.weights` without the weight handlers of lookup tables (a vocabulary is an asset)."""
+    return [w for w in layer.weights if isinstance(w, tf.Variable)]
+
+
+def own_variables(layer: Any) -> list[Any]:
+    return [w for w in layer._trainable_weights + layer._non_trainable_weights if isinstance(w, tf.Variable)]
+
+
+def saves_more_than_variables(layer: Any) -> bool:
+    cls, base = type(layer), tf_keras.layers.Layer
+    overridden = any(
+        getattr(cls, name) is not getattr(base, name) for name in ("save_own_variables", "load_own_variables")
+    )
+    return overridden or hasattr(layer, "save_assets")
+
+
+def finish_loading(layer: Any) -> None:
+    """`finalize_state()`, which tf-keras' loaders call on every layer once its weights are set.
+
+    An adapted `Discretization` computes its bin boundaries there, and an adapted
+    `Normalization` its broadcast mean and variance.
+    """
+    layer.finalize_state()
+
+
+def carried_states(model: Any) -> list[Any]:
+    """The state variables of every stateful recurrent layer, created (at zero) where not yet."""
+    found = []
+    for layer in sublayers(model):
+        if not getattr(layer, "stateful", False) or not hasattr(layer, "reset_states"):
+            continue
+        if any(s is None for s in tf.nest.flatten(getattr(layer, "states", None) or [None])):
+            layer.reset_states()  # zeros, as a stateful layer starts: no change in what it computes
+        found += [s for s in tf.nest.flatten(layer.states) if isinstance(s, tf.Variable)]
+    return found

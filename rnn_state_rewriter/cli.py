@@ -260,22 +260,29 @@ def command_add(args: argparse.Namespace) -> int:
     model = _load(args, args.input)
 
     import rnn_state_rewriter as rsr
+    from rnn_state_rewriter.rewrite import retrofit
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             plan = rsr.plan_trainable_initial_states(model, layers=args.layers, initializer=args.initializer)
-            new_model = rsr.add_trainable_initial_states(
+            new_model, probe = retrofit(
                 model,
                 layers=args.layers,
                 initializer=args.initializer,
                 noise_stddev=args.noise_stddev,
                 freeze_base=args.freeze_base,
+                check=not args.no_check,
             )
     except (TypeError, ValueError) as error:
         raise CliError(str(error)) from error
     save_atomically(new_model, args.output, args.force)
     print(_table([["layer", "kind", "states", "result"], *map(_decision_row, plan)]))
+    if probe is not None:
+        print(
+            f"checked: at zero states the copy predicts what the original predicts on {probe.samples} "
+            f"probe samples (largest change {probe.max_change:.3g})"
+        )
     print(f"wrote {args.output}")
     return 0
 
@@ -445,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Gaussian noise on the states in training (default 0)",
     )
     add.add_argument("--freeze-base", action="store_true", help="make every pre-existing weight non-trainable")
+    add.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip comparing the copy with the original on a probe batch (on by default)",
+    )
     add.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     _loading_options(add)
     add.set_defaults(run=command_add)

@@ -11,8 +11,11 @@ registry to find a class or function that the model already holds:
   reused by the copy as it is (it has nothing to copy or to share); one that
   owns variables is refused before anything is built, with an error that names
   it, its class and the fix.
-- Weights are copied pairwise with `assign`, by position when the two layers
-  create the same weights, else by their path inside the layer. A copy owns its
+- A layer's whole state is copied, as Keras' own `.keras` saving keeps it:
+  variables pairwise with `assign` where the layer saves just its variables;
+  otherwise through its own `save_own_variables`/`load_own_variables` (an
+  adapted `Normalization` finalizes its statistics there) and
+  `save_assets`/`load_assets` (a lookup layer's vocabulary). A copy owns its
   buffers on every backend (JAX shares a buffer on a plain `assign`).
 - The copy of a compiled model is compiled from the live compile arguments:
   the same loss objects and functions, fresh metric objects and a fresh
@@ -22,7 +25,9 @@ registry to find a class or function that the model already holds:
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,15 +50,22 @@ def _is_custom(obj: Any) -> bool:
 
 
 def custom_objects(adapter: Adapter, objects: Iterable[Any]) -> dict[str, Any]:
-    """Every custom class and function held by `objects` and their attributes, by the names configs use."""
+    """Every custom class, and every function, held by `objects` and their attributes, by the names configs use.
+
+    Functions of any module are included: Keras serializes a function it does
+    not know (`tf.nn.softmax`) by its name (`softmax_v2`), which only the live
+    object can resolve again.
+    """
     found: dict[str, Any] = {}
 
     def add(value: Any) -> None:
-        if inspect.isfunction(value) or isinstance(value, type):
+        if inspect.isfunction(value):  # any live function, a framework's too (`tf.nn.softmax` is `softmax_v2`)
+            found.setdefault(value.__name__, value)
+            found.setdefault(adapter.keras_api.saving.get_registered_name(value), value)
+        elif isinstance(value, type):
             if _is_custom(value):
                 found.setdefault(value.__name__, value)
-                if isinstance(value, type):
-                    found.setdefault(adapter.keras_api.saving.get_registered_name(value), value)
+                found.setdefault(adapter.keras_api.saving.get_registered_name(value), value)
         elif _is_custom(type(value)):
             add(type(value))
 
@@ -107,9 +119,9 @@ def clone_layer(adapter: Adapter, layer: Any, path: str) -> Any:
 
 def needs_a_first_call(adapter: Adapter, old: Any, new: Any) -> bool:
     """Whether `new` may create weights only when first called: it lacks some of `old`'s, or runs custom code."""
-    if len(new.weights) < len(old.weights):
+    if len(adapter.variables(new)) < len(adapter.variables(old)):
         return True
-    return not old.weights and any(_is_custom(type(sub)) for sub in [old, *adapter.sublayers(old)])
+    return not adapter.variables(old) and any(_is_custom(type(sub)) for sub in [old, *adapter.sublayers(old)])
 
 
 def _shapes(variables: list[Any]) -> list[tuple[int, ...]]:
@@ -125,36 +137,107 @@ def _relative_key(layer: Any, variable: Any) -> str:
     return "/".join(re.sub(r"_\d+$", "", part) for part in parts)
 
 
-def _matched(old: Any, new: Any) -> list[tuple[Any, Any]]:
+def _matched(adapter: Adapter, old: Any, new: Any) -> list[tuple[Any, Any]]:
     """Pairs of (source, target) variables: by position if the shapes agree, else by path in the layer."""
-    if _shapes(old.weights) == _shapes(new.weights):
-        return list(zip(old.weights, new.weights, strict=True))
-    if not old.weights and new.weights:
+    olds, news = adapter.variables(old), adapter.variables(new)
+    if _shapes(olds) == _shapes(news):
+        return list(zip(olds, news, strict=True))
+    if not olds and news:
         raise ValueError(
             f"Layer '{old.name}' ({describe(old)}) creates its weights when it is first called, and the "
             "model given has not been called yet, so it has no weights to copy. Call the model once "
             "(e.g. `model.predict` on one batch) before retrofitting it."
         )
-    targets = {_relative_key(new, v): v for v in new.weights}
-    sources = {_relative_key(old, v): v for v in old.weights}
-    if len(targets) == len(new.weights) and targets.keys() == sources.keys():
+    targets = {_relative_key(new, v): v for v in news}
+    sources = {_relative_key(old, v): v for v in olds}
+    if len(targets) == len(news) and targets.keys() == sources.keys():
         pairs = [(sources[key], targets[key]) for key in sources]
         if all(tuple(a.shape) == tuple(b.shape) for a, b in pairs):
             return pairs
     raise RuntimeError(
-        f"Layer '{old.name}' ({describe(old)}) was rebuilt with weights of shapes {_shapes(new.weights)} "
-        f"instead of {_shapes(old.weights)}: its `get_config()` does not describe it fully, or it creates "
+        f"Layer '{old.name}' ({describe(old)}) was rebuilt with weights of shapes {_shapes(news)} "
+        f"instead of {_shapes(olds)}: its `get_config()` does not describe it fully, or it creates "
         "different weights when called again. Make `get_config()` return every constructor argument."
     )
 
 
+class _Store(dict):  # type: ignore[type-arg]
+    """The in-memory store a layer's `save_own_variables` writes and its copy's `load_own_variables` reads.
+
+    A value is copied (`adapter.detached`) only when it is read, just before the copy assigns it, so
+    that the two models never share a buffer and no second copy of a layer's weights is held at once.
+    """
+
+    def __init__(self, adapter: Adapter) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    def __getitem__(self, key: str) -> Any:
+        return self.adapter.detached(super().__getitem__(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+
+def _twins(adapter: Adapter, old: Any, new: Any) -> list[tuple[Any, Any]] | None:
+    """`old` and `new` with their sublayers, paired; None if the copy's structure differs from the original's."""
+    olds, news = [old, *adapter.sublayers(old)], [new, *adapter.sublayers(new)]
+    if len(olds) != len(news) or any(type(a) is not type(b) for a, b in zip(olds, news, strict=True)):
+        return None
+    twins = list(zip(olds, news, strict=True))
+    if any(_shapes(adapter.own_variables(a)) != _shapes(adapter.own_variables(b)) for a, b in twins):
+        return None
+    return twins
+
+
+def _copy_own_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
+    """Copies what Keras' own saving keeps of one layer (not its sublayers) into its copy.
+
+    A layer that saves only its variables gets them assigned pairwise, which is
+    what `save_own_variables`/`load_own_variables` do, without the detour. One
+    that saves more, or differently (statistics that `load_own_variables`
+    finalizes, quantized kernels, vocabularies saved as assets), goes through
+    its own saving methods, as `.keras` saving and loading would.
+    """
+    if adapter.saves_more_than_variables(old):
+        store = _Store(adapter)
+        old.save_own_variables(store)
+        new.load_own_variables(store)
+    else:
+        for source, target in zip(adapter.own_variables(old), adapter.own_variables(new), strict=True):
+            adapter.copy_into(target, source)
+    if hasattr(old, "save_assets") and hasattr(new, "load_assets"):
+        os.makedirs(assets, exist_ok=True)
+        old.save_assets(assets)
+        new.load_assets(assets)
+
+
+def copy_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
+    """Copies the whole state of layer `old` and its sublayers into its copy `new`, as Keras saves it.
+
+    `assets` is an empty folder for the layer's assets. A copy whose sublayers
+    or variables are laid out differently (a layer that builds in another
+    order) gets its variables matched by path instead; such a layer keeps no
+    state beyond its variables, or the self-check of the retrofit tells.
+    """
+    twins = _twins(adapter, old, new)
+    if twins is None:
+        for source, target in _matched(adapter, old, new):
+            adapter.copy_into(target, source)
+    else:
+        for index, (a, b) in enumerate(twins):
+            _copy_own_state(adapter, a, b, os.path.join(assets, str(index)))
+    for layer in [new, *adapter.sublayers(new)]:
+        adapter.finish_loading(layer)
+
+
 def copy_weights(adapter: Adapter, pairs: list[tuple[Any, Any]], first_call: Callable[[], None]) -> None:
-    """Copies every weight of each `(old, new)` layer pair; calls `first_call` once if a clone builds lazily."""
+    """Copies the state of each `(old, new)` layer pair; calls `first_call` once if a clone builds lazily."""
     if any(needs_a_first_call(adapter, old, new) for old, new in pairs):
         first_call()
-    for old, new in pairs:
-        for source, target in _matched(old, new):
-            adapter.copy_into(target, source)
+    with tempfile.TemporaryDirectory(prefix="rnn_state_rewriter_assets_") as assets:
+        for index, (old, new) in enumerate(pairs):
+            copy_state(adapter, old, new, os.path.join(assets, str(index)))
 
 
 def _fresh(adapter: Adapter, obj: Any) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter.check import Probe, check_copy, first_differing
 from rnn_state_rewriter.cloning import clone_layer, compile_like, copy_weights
 from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, distinct_initializers, per_state
 from rnn_state_rewriter.plan import (
@@ -113,6 +114,7 @@ class _Rebuild:
         self.clones: dict[int, Any] = {}
         self.pairs: list[tuple[Any, Any]] = []
         self.restore: list[tuple[Any, str, Any]] = []
+        self.outputs: list[tuple[str, Any, Any]] = []  # (layer path, old tensor, new tensor) of the top graph
 
     def __call__(self, model: Any) -> Any:
         self.clone_all(model)
@@ -159,6 +161,8 @@ class _Rebuild:
             if result is not None:
                 for old, new in zip(outs, adapter.flatten_tensors(result), strict=True):
                     tensors[id(old)] = new
+                    if not path:
+                        self.outputs.append((getattr(layer, "name", str(layer)), old, new))
         outputs = adapter.map_tensors(lambda t: tensors[id(t)], adapter.model_outputs(model))
         return adapter.keras_api.Model(inputs=inputs, outputs=outputs, name=model.name)
 
@@ -219,6 +223,8 @@ def add_trainable_initial_states(
     constraint: Any = None,
     noise_stddev: float = 0.0,
     freeze_base: bool = False,
+    check: bool = True,
+    sample: Any = None,
 ) -> Any:
     """Returns a copy of `model` whose recurrent layers start from trainable states.
 
@@ -239,7 +245,15 @@ def add_trainable_initial_states(
     `plan_trainable_initial_states` tells what will be done, and why.
 
     Every layer is cloned through its own class, with the custom classes and
-    functions the model holds in scope: no registration is needed. A layer
+    functions the model holds in scope: no registration is needed. Its whole
+    state is copied as Keras' own saving keeps it: variables, what
+    `save_own_variables` saves (an adapted `Normalization`'s statistics), and
+    assets (a lookup layer's vocabulary).
+
+    The copy checks itself: it runs the original and the copy, with the new
+    states at zero, on a small probe batch made from the input specs (or on
+    `sample`), and raises `RetrofitMismatchError` naming the first layer
+    whose outputs differ rather than return a model that predicts otherwise. A layer
     that cannot be rebuilt from its config is reused by the copy if it owns no
     variables. A Sequential model comes back as a Functional model with the
     same layers. If `model` was compiled, the result is compiled with the same
@@ -258,6 +272,10 @@ def add_trainable_initial_states(
         noise_stddev: Gaussian noise added to the states in training only.
         freeze_base: if True, every pre-existing weight becomes non-trainable,
             so only the initial states train.
+        check: if True (the default), compare the copy with the original on a
+            probe batch before returning it.
+        sample: inputs for that comparison (a small batch, nested as the
+            model's inputs); None to make one from the input specs.
 
     Returns:
         A new model of the same Keras generation.
@@ -271,6 +289,9 @@ def add_trainable_initial_states(
             `layers` names an unknown layer, a per-state list does not match
             a layer, `noise_stddev` is negative, or a layer that creates its
             weights on first call has never been called.
+        RetrofitMismatchError: (a `ValueError`) if the copy does not predict
+            what the original predicts; its `layer` names the first layer
+            whose outputs differ.
 
     Example:
 
@@ -289,6 +310,33 @@ def add_trainable_initial_states(
 
     ```
     """
+    new_model, _ = retrofit(
+        model,
+        layers=layers,
+        initializer=initializer,
+        regularizer=regularizer,
+        constraint=constraint,
+        noise_stddev=noise_stddev,
+        freeze_base=freeze_base,
+        check=check,
+        sample=sample,
+    )
+    return new_model
+
+
+def retrofit(
+    model: Any,
+    *,
+    layers: LayerSelection = None,
+    initializer: Any = "zeros",
+    regularizer: Any = None,
+    constraint: Any = None,
+    noise_stddev: float = 0.0,
+    freeze_base: bool = False,
+    check: bool = True,
+    sample: Any = None,
+) -> tuple[Any, Probe | None]:
+    """`add_trainable_initial_states`, also returning what its self-check measured (None if not checked)."""
     check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
     planner = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
     adapter = planner.adapter
@@ -297,7 +345,7 @@ def add_trainable_initial_states(
             warnings.warn(
                 f"Layer '{decision.path}' is left without a trainable initial state: {decision.reason}.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
     names = _Names(adapter, model)
     state_layers: dict[int, Any] = {}
@@ -327,11 +375,23 @@ def add_trainable_initial_states(
         mask_name = names.new(f"{decision.layer.name}_mask") if decision.runtime_mask else None
         return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask_name)
 
-    new_model = _Rebuild(adapter, on_call)(model)
+    rebuild = _Rebuild(adapter, on_call)
+    new_model = rebuild(model)
+    probe = None
+    if check:
+        variables = [v for layer in state_layers.values() for v in layer.state_variables]
+        probe = check_copy(
+            adapter,
+            model,
+            new_model,
+            state_variables=variables,
+            sample=sample,
+            diagnose=lambda inputs: first_differing(adapter, rebuild.outputs, model, new_model, inputs),
+        )
     if freeze_base:
         _freeze_all_but_states(adapter, new_model)
     compile_like(adapter, new_model, model)
-    return new_model
+    return new_model, probe
 
 
 def _initializers_per_layer(adapter: Adapter, decisions: list[Decision], initializer: Any) -> dict[int, list[Any]]:

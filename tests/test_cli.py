@@ -431,6 +431,36 @@ def test_add_table_gives_the_plans_reasons(K, tmp_path, capsys):
     source, out = tmp_path / "two.keras", tmp_path / "out.keras"
     K.Model(inputs, x).save(source)
     assert main(["add", str(source), str(out), "--layers", "second"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines]
     assert rows[1] == ["first", "LSTM", "-", "skipped:", "not", "selected"]
     assert rows[2] == ["second", "Bidirectional(GRU)", "(2,)", "(2,)", "rewritten"]
+    assert lines[3].startswith("checked: at zero states the copy predicts what the original predicts on 3 probe")
+    assert "largest change 0)" in lines[3] or "largest change 0." in lines[3]
+
+
+def test_add_refuses_a_copy_that_predicts_otherwise_and_writes_nothing(tmp_path, capsys):
+    """A layer whose state its config does not carry: the check names it; `--no-check` writes anyway."""
+    import keras
+
+    from rnn_state_rewriter.cli import main
+
+    @keras.saving.register_keras_serializable("rsr_cli_test")
+    class Shift(keras.layers.Layer):
+        """Draws a constant shift when built: neither its config nor its saving methods carry it."""
+
+        def build(self, input_shape):
+            self.shift = np.random.default_rng().normal(size=input_shape[-1]).astype("float32")
+
+        def call(self, inputs):
+            return inputs + self.shift
+
+    inputs = keras.Input((5, 3))
+    model = keras.Model(inputs, keras.layers.LSTM(2)(Shift(name="shift")(inputs)))
+    source, out = tmp_path / "shift.keras", tmp_path / "out.keras"
+    model.save(source)
+    assert main(["add", str(source), str(out)]) == 1
+    assert "first layer whose outputs differ is 'shift'" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["add", str(source), str(out), "--no-check"]) == 0
+    assert out.exists()

@@ -406,3 +406,89 @@ def test_plan_gives_one_decision_per_call_site_with_its_reason(K):
     new = rsr.add_trainable_initial_states(model, layers=["encoder"])
     again = {d.path: d for d in rsr.plan_trainable_initial_states(new)}
     assert again["encoder"].reason == "already has a trainable initial state"
+
+
+# ---------------------------------------------------------------- cells and functions the guides use
+
+
+def nested_input_cell(K):
+    """The RNN guide's `NestedCell`: two inputs and two states of different ranks (tf-keras only)."""
+    import tensorflow as tf
+
+    class NestedCell(K.layers.Layer):
+        def __init__(self, unit_1, unit_2, unit_3, **kwargs):
+            self.unit_1, self.unit_2, self.unit_3 = unit_1, unit_2, unit_3
+            self.state_size = [tf.TensorShape([unit_1]), tf.TensorShape([unit_2, unit_3])]
+            self.output_size = [tf.TensorShape([unit_1]), tf.TensorShape([unit_2, unit_3])]
+            super().__init__(**kwargs)
+
+        def build(self, input_shapes):
+            i1, (i2, i3) = input_shapes[0][1], input_shapes[1][1:]
+            self.kernel_1 = self.add_weight(shape=(i1, self.unit_1), initializer="uniform", name="kernel_1")
+            self.kernel_2_3 = self.add_weight(
+                shape=(i2, i3, self.unit_2, self.unit_3), initializer="uniform", name="kernel_2_3"
+            )
+
+        def call(self, inputs, states):
+            input_1, input_2 = tf.nest.flatten(inputs)
+            output_1 = tf.matmul(input_1, self.kernel_1)
+            output_2_3 = tf.einsum("bij,ijkl->bkl", input_2, self.kernel_2_3)
+            return (output_1, output_2_3), [states[0] + output_1, states[1] + output_2_3]
+
+        def get_config(self):
+            return {**super().get_config(), "unit_1": self.unit_1, "unit_2": self.unit_2, "unit_3": self.unit_3}
+
+    return NestedCell
+
+
+def test_rnn_over_a_cell_with_nested_inputs_gets_its_states(K, is_keras3, tmp_path):
+    if is_keras3:
+        pytest.skip("Keras 3's RNN takes one input tensor")
+    cell = nested_input_cell(K)(4, 2, 3)
+    first, second = K.Input((None, 5)), K.Input((None, 6, 7))
+    outputs = K.layers.RNN(cell, name="rnn")((first, second))
+    model = K.Model([first, second], K.layers.Concatenate()([outputs[0], K.layers.Flatten()(outputs[1])]))
+    (decision,) = rsr.plan_trainable_initial_states(model)
+    assert (decision.action, decision.state_shapes) == ("add", ((4,), (2, 3)))
+    x = [normal(6, 3, 5), normal(6, 3, 6, 7)]
+    check_everything(K, model, x, normal(6, 10), tmp_path, expect_states=["rnn"], reload=False)
+
+
+def test_rnn_with_constants_passed_in_the_call(K, is_keras3):
+    if is_keras3:
+        pytest.skip("Keras 3's RNN has no `constants`")
+    import tensorflow as tf
+
+    class ConstantCell(K.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = self.state_size = units
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+
+        def call(self, inputs, states, constants):
+            output = tf.matmul(inputs, self.kernel) + states[0] + constants[0]
+            return output, [output]
+
+    x_in, c_in = K.Input((5, 3)), K.Input((4,))
+    model = K.Model([x_in, c_in], K.layers.RNN(ConstantCell(4), name="rnn")(x_in, constants=c_in))
+    (decision,) = rsr.plan_trainable_initial_states(model)
+    assert (decision.action, decision.state_shapes) == ("add", ((4,),))
+    x = [normal(2, 5, 3), normal(2, 4)]
+    new = rsr.add_trainable_initial_states(model)
+    assert_close(new.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.tensorflow
+def test_live_framework_functions_keras_cannot_name_are_kept(K):
+    """`Dense(10, activation=tf.nn.softmax)` (the TensorFlow tutorials): Keras 3 saves it as `softmax_v2`."""
+    import tensorflow as tf
+
+    model = K.Sequential(
+        [K.Input((5, 3)), K.layers.LSTM(4), K.layers.Dense(10, activation=tf.nn.softmax), K.layers.Dense(2)]
+    )
+    x = normal(4, 5, 3)
+    new = rsr.add_trainable_initial_states(model)
+    assert new.layers[-2].activation is tf.nn.softmax
+    assert_close(new.predict(x, verbose=0), model.predict(x, verbose=0))
