@@ -112,6 +112,18 @@ class Adapter(Protocol):
         """The variables a layer saves itself, in the order its `save_own_variables` numbers them."""
         ...
 
+    def replace_sublayer(self, owner: Any, container: Any, key: Any, old: Any, new: Any) -> None:
+        """Puts layer `new` where `owner` holds `old` (`owner.key`, or `container[key]`), tracked in its place."""
+        ...
+
+    def build_shapes(self, model: Any) -> Any:
+        """The input shape a built subclassed model was built with (None if unknown or several)."""
+        ...
+
+    def build_like(self, copy: Any, model: Any) -> None:
+        """Builds a copy of a subclassed model as loading would: from the original's build config."""
+        ...
+
     def carried_states(self, model: Any) -> list[Any]:
         """The variables holding the carried state of the model's stateful recurrent layers."""
         ...

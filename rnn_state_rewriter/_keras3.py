@@ -43,6 +43,9 @@ __all__ = [
     "saves_more_than_variables",
     "finish_loading",
     "carried_states",
+    "replace_sublayer",
+    "build_shapes",
+    "build_like",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -197,3 +200,32 @@ def carried_states(model: Any) -> list[Any]:
         if getattr(layer, "stateful", False) and isinstance(getattr(layer, "states", None), (list, tuple)):
             found += [s for s in keras.tree.flatten(layer.states) if isinstance(s, keras.Variable)]
     return found
+
+
+def replace_sublayer(owner: Any, container: Any, key: Any, old: Any, new: Any) -> None:
+    """Keras 3 tracks sublayers in the owner's tracker: `new` takes `old`'s place there, then in the attribute."""
+    tracker = getattr(owner, "_tracker", None)
+    if tracker is not None and tracker.is_in_store("layers", old) and not tracker.is_in_store("layers", new):
+        tracker.replace_tracked_value("layers", old, new)
+    if container is None:
+        setattr(owner, key, new)
+    elif isinstance(container, list):
+        list.__setitem__(container, key, new)
+    elif isinstance(container, dict):
+        dict.__setitem__(container, key, new)
+    else:
+        raise TypeError(
+            f"Layer '{old.name}' is held in a {type(container).__name__} of '{owner.name}', which cannot be "
+            "changed: hold it in an attribute, a list or a dict."
+        )
+
+
+def build_shapes(model: Any) -> Any:
+    config = model.get_build_config() or {}
+    return config.get("input_shape")
+
+
+def build_like(copy: Any, model: Any) -> None:
+    config = model.get_build_config()
+    if config:
+        copy.build_from_config(config)

@@ -51,6 +51,10 @@ class GenerationOps(Protocol):
 
     def to_tensor(self, value: Any) -> Any: ...
 
+    def batch_of(self, size: Any) -> Any:
+        """A tensor of shape `(size,)`: what reads as a batch of that size."""
+        ...
+
     def mask_of(self, tensor: Any) -> Any:
         """The Keras mask a tensor carries, or None."""
         ...
@@ -95,6 +99,9 @@ class Keras3Ops:
 
     def to_tensor(self, value: Any) -> Any:
         return self.api.ops.convert_to_tensor(value)
+
+    def batch_of(self, size: Any) -> Any:
+        return self.api.ops.zeros((size,))
 
 
 class TfKerasOps:
@@ -150,6 +157,9 @@ class TfKerasOps:
 
     def to_tensor(self, value: Any) -> Any:
         return self.tf.convert_to_tensor(value)
+
+    def batch_of(self, size: Any) -> Any:
+        return self.tf.zeros(self.tf.reshape(size, [1]))
 
     def mask_of(self, tensor: Any) -> Any:
         return getattr(tensor, "_keras_mask", None)

@@ -45,6 +45,9 @@ __all__ = [
     "saves_more_than_variables",
     "finish_loading",
     "carried_states",
+    "replace_sublayer",
+    "build_shapes",
+    "build_like",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -196,3 +199,38 @@ def carried_states(model: Any) -> list[Any]:
             layer.reset_states()  # zeros, as a stateful layer starts: no change in what it computes
         found += [s for s in tf.nest.flatten(layer.states) if isinstance(s, tf.Variable)]
     return found
+
+
+def replace_sublayer(owner: Any, container: Any, key: Any, old: Any, new: Any) -> None:
+    """tf-keras tracks sublayers by attribute: the old one is deleted (untracked), the new one set in its place.
+
+    The new layer takes the old one's position among the owner's tracked layers,
+    so that the layers keep their order (which pairs a model with its copy).
+    """
+    if container is None:
+        tracked = owner._self_tracked_trackables
+        index = next((i for i, t in enumerate(tracked) if t is old), None)
+        delattr(owner, key)
+        setattr(owner, key, new)
+        if index is not None:
+            tracked = owner._self_tracked_trackables
+            position = next(i for i, t in enumerate(tracked) if t is new)
+            tracked.insert(index, tracked.pop(position))
+    elif isinstance(container, tuple):
+        raise TypeError(
+            f"Layer '{old.name}' is held in a tuple of '{owner.name}', which cannot be changed: hold it "
+            "in an attribute, a list or a dict."
+        )
+    else:
+        container[key] = new
+
+
+def build_shapes(model: Any) -> Any:
+    config = model.get_build_config() or {}
+    return config.get("input_shape")
+
+
+def build_like(copy: Any, model: Any) -> None:
+    config = model.get_build_config()
+    if config and config.get("input_shape") is not None:
+        copy.build_from_config(config)

@@ -108,9 +108,31 @@ def _sample(adapter: Adapter, model: Any, tensor: Any, rng: np.random.Generator)
 
 
 def probe_batch(adapter: Adapter, model: Any, seed: int = 0) -> Any:
-    """A small batch for `model`, made from its input specs, nested as its inputs."""
+    """A small batch for `model`, made from its input specs, nested as its inputs.
+
+    A subclassed model has no input specs: its batch is made from the shape it
+    was built with, of the dtype its first layer reads (integer ids for an
+    `Embedding`, floats otherwise).
+
+    Raises:
+        ValueError: for a subclassed model built on several inputs or on none
+            recorded: pass `sample=`.
+    """
     rng = np.random.default_rng(seed)
-    return adapter.map_tensors(lambda t: _sample(adapter, model, t, rng), adapter.model_inputs(model))
+    if adapter.is_functional(model) or adapter.is_sequential(model):
+        return adapter.map_tensors(lambda t: _sample(adapter, model, t, rng), adapter.model_inputs(model))
+    shape = adapter.build_shapes(model)
+    if not isinstance(shape, (list, tuple)) or not all(d is None or isinstance(d, int) for d in shape):
+        raise ValueError(
+            f"Model '{model.name}' ({type(model).__name__}) does not record one input shape to make a probe "
+            f"batch from (its build config gives {shape!r}). Pass a small batch of its inputs as `sample=`."
+        )
+    first = next(iter(adapter.sublayers(model)), None)
+    ids = int(getattr(first, "input_dim", 0) or 0)
+    dims = [BATCH, *(STEPS if d is None else d for d in shape[1:])]
+    if ids:
+        return rng.integers(0, min(10, ids), size=dims).astype("int32")
+    return rng.normal(size=dims).astype("float32")
 
 
 # ----------------------------------------------------------------------------
@@ -178,6 +200,7 @@ def check_copy(
     *,
     state_variables: Sequence[Any],
     sample: Any = None,
+    expected: Any = None,
     diagnose: Callable[[Any], str | None] | None = None,
 ) -> Probe:
     """Runs `original` and `copy` (its new states at zero) on a probe batch and compares their outputs.
@@ -187,6 +210,8 @@ def check_copy(
         original, copy: the model given and its retrofitted copy.
         state_variables: the copy's new state variables, set to zero for the comparison.
         sample: inputs to compare on; None to make a probe batch from the input specs.
+        expected: the original's outputs on `sample`, measured before an
+            in-place retrofit (then `original` is not run).
         diagnose: called with the inputs where the outputs differ; returns the
             path of the first layer whose outputs differ, if it can tell.
 
@@ -199,7 +224,8 @@ def check_copy(
     inputs = probe_batch(adapter, original) if sample is None else sample
     carried = [*adapter.carried_states(original), *adapter.carried_states(copy)]
     with _Zeroed(carried), _Zeroed(state_variables):
-        expected = original(inputs, training=False)
+        if expected is None:
+            expected = original(inputs, training=False)
         actual = copy(inputs, training=False)
         change, within = largest_change(adapter, expected, actual)
         if within:

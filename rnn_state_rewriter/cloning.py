@@ -179,9 +179,14 @@ class _Store(dict):  # type: ignore[type-arg]
         return self[key] if key in self else default
 
 
-def _twins(adapter: Adapter, old: Any, new: Any) -> list[tuple[Any, Any]] | None:
-    """`old` and `new` with their sublayers, paired; None if the copy's structure differs from the original's."""
-    olds, news = [old, *adapter.sublayers(old)], [new, *adapter.sublayers(new)]
+def _twins(adapter: Adapter, old: Any, new: Any, skip: Callable[[Any], bool] | None) -> list[tuple[Any, Any]] | None:
+    """`old` and `new` with their sublayers, paired; None if the copy's structure differs from the original's.
+
+    Sublayers of `old` for which `skip` is true are left out (the wrappers a
+    copy without trainable initial states does not have).
+    """
+    olds = [old, *(sub for sub in adapter.sublayers(old) if skip is None or not skip(sub))]
+    news = [new, *adapter.sublayers(new)]
     if len(olds) != len(news) or any(type(a) is not type(b) for a, b in zip(olds, news, strict=True)):
         return None
     twins = list(zip(olds, news, strict=True))
@@ -212,7 +217,7 @@ def _copy_own_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
         new.load_assets(assets)
 
 
-def copy_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
+def copy_state(adapter: Adapter, old: Any, new: Any, assets: str, skip: Callable[[Any], bool] | None = None) -> None:
     """Copies the whole state of layer `old` and its sublayers into its copy `new`, as Keras saves it.
 
     `assets` is an empty folder for the layer's assets. A copy whose sublayers
@@ -220,7 +225,9 @@ def copy_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
     order) gets its variables matched by path instead; such a layer keeps no
     state beyond its variables, or the self-check of the retrofit tells.
     """
-    twins = _twins(adapter, old, new)
+    twins = _twins(adapter, old, new, skip)
+    if twins is None and skip is not None:
+        raise ValueError(f"Layer '{old.name}' ({describe(old)}) was rebuilt with other sublayers than it holds.")
     if twins is None:
         for source, target in _matched(adapter, old, new):
             adapter.copy_into(target, source)
@@ -231,13 +238,21 @@ def copy_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
         adapter.finish_loading(layer)
 
 
-def copy_weights(adapter: Adapter, pairs: list[tuple[Any, Any]], first_call: Callable[[], None]) -> None:
-    """Copies the state of each `(old, new)` layer pair; calls `first_call` once if a clone builds lazily."""
+def copy_weights(
+    adapter: Adapter,
+    pairs: list[tuple[Any, Any]],
+    first_call: Callable[[], None],
+    skip: Callable[[Any], bool] | None = None,
+) -> None:
+    """Copies the state of each `(old, new)` layer pair; calls `first_call` once if a clone builds lazily.
+
+    `skip` leaves out sublayers of the old layers that the new ones lack.
+    """
     if any(needs_a_first_call(adapter, old, new) for old, new in pairs):
         first_call()
     with tempfile.TemporaryDirectory(prefix="rnn_state_rewriter_assets_") as assets:
         for index, (old, new) in enumerate(pairs):
-            copy_state(adapter, old, new, os.path.join(assets, str(index)))
+            copy_state(adapter, old, new, os.path.join(assets, str(index)), skip)
 
 
 def _fresh(adapter: Adapter, obj: Any) -> Any:

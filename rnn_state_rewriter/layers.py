@@ -401,6 +401,25 @@ class TrainableInitialStateRNNMixin:
             mask = self._ops.mask_of(sequences)
         return layer(sequences, initial_state=initial_state, mask=mask, training=training)
 
+    def get_initial_state(self, batch_size_or_inputs: Any) -> Any:
+        """The learned initial state for a batch, nested as the wrapped layer takes it.
+
+        Code that asks a recurrent layer for its starting state
+        (`states = self.gru.get_initial_state(x)`) gets the learned one.
+
+        Args:
+            batch_size_or_inputs: the batch size (Keras 3's signature), or the
+                layer's inputs (tf-keras' signature).
+        """
+        layer: Any = self.layer  # type: ignore[attr-defined]
+        axis = 1 if getattr(layer, "time_major", False) else 0
+        sequences = batch_size_or_inputs
+        if isinstance(sequences, int) or len(getattr(sequences, "shape", (None,))) == 0:
+            sequences, axis = self._ops.batch_of(sequences), 0
+        return broadcast_states(
+            self._ops, self.state_variables, self._state_shapes, sequences, axis, layer.compute_dtype
+        )
+
     def compute_output_shape(self, sequences_shape: Any, initial_state_shape: Any = None) -> Any:
         return self.layer.compute_output_shape(sequences_shape)  # type: ignore[attr-defined]
 

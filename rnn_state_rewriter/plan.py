@@ -13,8 +13,9 @@ The walk also works out where a Keras mask may reach a call only at run time
 mask is passed explicitly exactly there, and nowhere else: an all-True mask
 would only slow the layer down (it disables the fused kernels of some backends).
 
-Recurrent layers the rewrite cannot reach, inside a custom layer or a
-subclassed submodel, are planned too, with the reason and what to do.
+Recurrent layers whose calls the graph does not show, inside a custom layer
+or a subclassed model, are planned too: reached through attributes, they are
+replaced by a wrapper (`route="surgery"`, see `surgery.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rnn_state_rewriter._adapter import Adapter, adapter_for
 from rnn_state_rewriter.generation import Generation, generation_of
 from rnn_state_rewriter.layers import per_state
 from rnn_state_rewriter.states import describe_kind, flatten_shapes, state_shapes
+from rnn_state_rewriter.surgery import Site, find_sites
 
 __all__ = ["Decision", "plan_trainable_initial_states", "recurrent_layers", "LayerSelection"]
 
@@ -55,6 +57,10 @@ class Decision:
             time, so the rewrite passes it explicitly.
         structure: the state shapes nested as the layer takes them (None
             where skipped).
+        route: `"graph"` where the graph is rebuilt around the call, or
+            `"surgery"` where the layer is reached through an attribute (in a
+            subclassed model or a custom layer) and replaced by a
+            `TrainableInitialStateRNN` around it.
     """
 
     path: str
@@ -66,6 +72,7 @@ class Decision:
     call: int = 0
     runtime_mask: bool = False
     structure: Any = dataclasses.field(default=None, repr=False, compare=False)
+    route: str = "graph"
 
 
 # ----------------------------------------------------------------------------
@@ -89,11 +96,12 @@ def model_adapter(model: Any) -> Adapter:
             "a single recurrent layer a trainable state, use `TrainableInitialStateRNN`."
         )
     if not is_graph_model(adapter, model):
-        raise TypeError(
-            f"Model '{model.name}' is a subclassed model ({type(model).__name__}), "
-            "whose `call` cannot be rewritten safely. " + supported + " Wrap its "
-            "recurrent layers in `TrainableInitialStateRNN` in its code instead."
-        )
+        if not model.built and not adapter.variables(model):
+            raise ValueError(
+                f"Model '{model.name}' ({type(model).__name__}) is a subclassed model that has not been "
+                "called yet, so its layers have no weights. Call it once on a batch (e.g. `model.predict`) first."
+            )
+        return adapter
     if not model.built or not _has_inputs(model):
         raise ValueError(
             f"Model '{model.name}' is not built, so its graph is unknown. Build it "
@@ -150,11 +158,25 @@ def recurrent_layers(model: Any) -> list[tuple[str, Any]]:
     ```
     """
     adapter = model_adapter(model)
-    return [
-        (prefix + layer.name, layer)
-        for prefix, layer in layers_in_tree(adapter, model)
-        if adapter.recurrent_kind(layer) is not None
-    ]
+    found: list[tuple[str, Any]] = []
+    roots = layers_in_tree(adapter, model) if is_graph_model(adapter, model) else [("", model)]
+    for prefix, layer in roots:
+        if adapter.recurrent_kind(layer) is not None:
+            found.append((prefix + layer.name, layer))
+        elif not is_graph_model(adapter, layer):
+            found += _held(adapter, layer, f"{prefix}{layer.name}/" if layer is not model else "")
+    return found
+
+
+def _held(adapter: Adapter, layer: Any, prefix: str) -> list[tuple[str, Any]]:
+    """The recurrent layers a custom layer or subclassed model holds, through graph submodels too."""
+    found = []
+    for site in find_sites(adapter, layer, prefix):
+        if is_graph_model(adapter, site.layer):
+            found += [(f"{site.path}/{path}", inner) for path, inner in recurrent_layers(site.layer)]
+        else:
+            found.append((site.path, site.layer))
+    return found
 
 
 def _generation_or_none(cls: type) -> Generation | None:
@@ -239,7 +261,7 @@ class Planner:
         self.selected = selected
         self.options = options  # per-state values to check: initializer, regularizer, constraint
         self.sites: dict[SiteKey, Decision] = {}
-        self.unreachable: dict[str, Decision] = {}
+        self.surgery: dict[str, Decision] = {}  # by path: layers reached through attributes
         self.calls: dict[int, int] = {}
         self.shapes: dict[int, Any] = {}
         self.walked: dict[tuple[int, tuple[bool, ...]], list[bool]] = {}
@@ -247,7 +269,7 @@ class Planner:
 
     @property
     def decisions(self) -> list[Decision]:
-        return [*self.sites.values(), *self.unreachable.values()]
+        return [*self.sites.values(), *self.surgery.values()]
 
     def walk(self, model: Any, prefix: str, masked: tuple[bool, ...]) -> list[bool]:
         """Plans the call sites of a graph model; returns which of its outputs may carry a mask."""
@@ -330,22 +352,30 @@ class Planner:
             self.shapes[id(layer)] = structure
         return self.shapes[id(layer)]
 
-    def look_into(self, prefix: str, layer: Any) -> None:
-        """Plans the recurrent layers inside a custom layer or subclassed model: the rewrite cannot reach them."""
+    def look_into(self, prefix: str | None, layer: Any) -> None:
+        """Plans the recurrent layers a custom layer or subclassed model holds: reached by surgery."""
         if id(layer) in self.looked_into:
             return
         self.looked_into.add(id(layer))
-        adapter = self.adapter
-        owner = "subclassed model" if isinstance(layer, adapter.keras_api.Model) else "custom layer"
-        for inner in adapter.sublayers(layer):
-            if adapter.recurrent_kind(inner) is None:
-                continue
-            path = f"{prefix}{layer.name}/{inner.name}"
-            reason = (
-                f"inside {owner} '{prefix}{layer.name}' ({type(layer).__name__}), whose `call` the rewrite "
-                f"cannot change: wrap it in `TrainableInitialStateRNN` in {type(layer).__name__}'s code"
-            )
-            self.unreachable.setdefault(path, Decision(path, describe_kind(inner), SKIP, reason, layer=inner))
+        inner = f"{prefix}{layer.name}/" if prefix is not None else ""
+        for site in find_sites(self.adapter, layer, inner):
+            if is_graph_model(self.adapter, site.layer):
+                self.walk(site.layer, site.path + "/", ())
+            elif site.path not in self.surgery:
+                self.surgery[site.path] = self.decide_surgery(site)
+
+    def decide_surgery(self, site: Site) -> Decision:
+        layer = site.layer
+        decision = Decision(site.path, describe_kind(layer), ADD, layer=layer, route="surgery")
+        if self.adapter.recurrent_kind(layer) == "trainable":
+            return dataclasses.replace(decision, action=SKIP, reason="already has a trainable initial state")
+        if not self.selected(site.path, layer):
+            return dataclasses.replace(decision, action=SKIP, reason="not selected")
+        if is_stateful(self.adapter, layer):
+            return dataclasses.replace(decision, action=SKIP, reason="stateful: its state carries over between batches")
+        structure = self.structure(site.path, layer)
+        flat = tuple(tuple(s) for s in flatten_shapes(structure))
+        return dataclasses.replace(decision, state_shapes=flat, structure=structure)
 
 
 def make_plan(
@@ -367,15 +397,11 @@ def make_plan(
         )
     options = {"initializer": initializer, "regularizer": regularizer, "constraint": constraint}
     planner = Planner(adapter, selected, options)
-    planner.walk(model, "", ())
+    if is_graph_model(adapter, model):
+        planner.walk(model, "", ())
+    else:
+        planner.look_into(None, model)
     if not found:
-        unreachable = [f"{d.path}: {d.reason}" for d in planner.unreachable.values()]
-        if unreachable:
-            raise ValueError(
-                f"Model '{model.name}' has no recurrent layer the rewrite can reach. Found only: "
-                + "; ".join(unreachable)
-                + "."
-            )
         raise ValueError(
             f"Model '{model.name}' has no recurrent layer (RNN, LSTM, GRU, SimpleRNN, "
             "ConvLSTM or Bidirectional) to give a trainable initial state."
@@ -398,9 +424,9 @@ def plan_trainable_initial_states(
     same errors for them.
 
     Returns:
-        A list of `Decision`s: the call sites of reachable recurrent layers in
-        graph order, then the recurrent layers inside custom layers or
-        subclassed submodels, which the rewrite cannot reach.
+        A list of `Decision`s: the call sites of recurrent layers in graph
+        order, then the recurrent layers held by custom layers or subclassed
+        models (`route="surgery"`).
 
     Example:
 

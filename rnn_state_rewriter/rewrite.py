@@ -15,14 +15,16 @@ orthogonal or glorot initializers on a large model would be wasted time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from rnn_state_rewriter import surgery
 from rnn_state_rewriter._adapter import Adapter
-from rnn_state_rewriter.check import Probe, check_copy, first_differing
+from rnn_state_rewriter.check import Probe, check_copy, first_differing, probe_batch
 from rnn_state_rewriter.cloning import clone_layer, compile_like, copy_weights
 from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, distinct_initializers, per_state
 from rnn_state_rewriter.plan import (
@@ -107,10 +109,12 @@ class _Rebuild:
         adapter: Adapter,
         on_call: Callable[[_Site], Any],
         substitute: Callable[[Any], Any] = lambda layer: layer,
+        skip: Callable[[Any], bool] | None = None,
     ) -> None:
         self.adapter = adapter
         self.on_call = on_call
         self.substitute = substitute
+        self.skip = skip
         self.clones: dict[int, Any] = {}
         self.pairs: list[tuple[Any, Any]] = []
         self.restore: list[tuple[Any, str, Any]] = []
@@ -123,7 +127,7 @@ class _Rebuild:
         finally:
             for owner, attribute, initializer in self.restore:
                 setattr(owner, attribute, initializer)
-        copy_weights(self.adapter, self.pairs, lambda: _call_on_zeros(self.adapter, new_model))
+        copy_weights(self.adapter, self.pairs, lambda: _call_on_zeros(self.adapter, new_model), self.skip)
         return new_model
 
     def clone_all(self, model: Any) -> None:
@@ -225,6 +229,7 @@ def add_trainable_initial_states(
     freeze_base: bool = False,
     check: bool = True,
     sample: Any = None,
+    in_place: bool = False,
 ) -> Any:
     """Returns a copy of `model` whose recurrent layers start from trainable states.
 
@@ -276,6 +281,9 @@ def add_trainable_initial_states(
             probe batch before returning it.
         sample: inputs for that comparison (a small batch, nested as the
             model's inputs); None to make one from the input specs.
+        in_place: for a subclassed model that cannot be copied from its
+            config: retrofit the model itself (checked against its outputs
+            before the change) and return it.
 
     Returns:
         A new model of the same Keras generation.
@@ -320,6 +328,7 @@ def add_trainable_initial_states(
         freeze_base=freeze_base,
         check=check,
         sample=sample,
+        in_place=in_place,
     )
     return new_model
 
@@ -335,21 +344,80 @@ def retrofit(
     freeze_base: bool = False,
     check: bool = True,
     sample: Any = None,
+    in_place: bool = False,
 ) -> tuple[Any, Probe | None]:
     """`add_trainable_initial_states`, also returning what its self-check measured (None if not checked)."""
     check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
     planner = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
     adapter = planner.adapter
+    _warn_skipped(planner)
+    graph = is_graph_model(adapter, model)
+    if in_place and graph:
+        raise ValueError(
+            f"Argument `in_place=True` is for subclassed models; model '{model.name}' is a "
+            f"{type(model).__name__} model, which is always copied. Received: in_place=True"
+        )
+    if noise_stddev and any(d.route == "surgery" and d.action == ADD for d in planner.decisions):
+        paths = [d.path for d in planner.decisions if d.route == "surgery" and d.action == ADD]
+        raise ValueError(
+            f"Argument `noise_stddev` applies to layers whose calls the graph shows; {paths} are reached "
+            "through attributes (a subclassed model or a custom layer). Pass noise_stddev=0, or select "
+            f"other layers with `layers=`. Received: noise_stddev={noise_stddev}"
+        )
+    initializers = _initializers_per_layer(adapter, planner.decisions, initializer)
+    options = {"layers": layers, "initializer": initializer, "regularizer": regularizer, "constraint": constraint}
+    wrap = _Wrap(adapter, planner, initializers, options)
+    expected = None
+    if graph:
+        new_model, state_layers, rebuild = _rebuild_graph(adapter, model, planner, initializers, options, noise_stddev)
+        for prefix, layer in layers_in_tree(adapter, new_model):
+            if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
+                surgery.replace(adapter, surgery.find_sites(adapter, layer, f"{prefix}{layer.name}/"), wrap)
+        variables = [v for layer in state_layers for v in layer.state_variables]
+        diagnose = functools.partial(first_differing, adapter, rebuild.outputs, model, new_model)
+    else:
+        inputs = probe_batch(adapter, model) if sample is None else sample
+        if in_place:
+            expected = model(inputs, training=False) if check else None
+            new_model = model
+        else:
+            new_model = copy_subclassed(adapter, model, inputs)
+        surgery.replace(adapter, surgery.find_sites(adapter, new_model), wrap)
+        sample, variables, diagnose = inputs, [], None
+    variables += wrap.variables
+    probe = None
+    if check:
+        probe = check_copy(
+            adapter, model, new_model, state_variables=variables, sample=sample, expected=expected, diagnose=diagnose
+        )
+    if freeze_base:
+        _freeze_all_but_states(adapter, new_model)
+    if not in_place:
+        compile_like(adapter, new_model, model)
+    return new_model, probe
+
+
+def _warn_skipped(planner: Any) -> None:
     for decision in planner.decisions:
-        if decision.path in planner.unreachable or decision.reason.startswith("stateful"):
+        if decision.reason.startswith("stateful"):
             warnings.warn(
                 f"Layer '{decision.path}' is left without a trainable initial state: {decision.reason}.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
+
+
+def _rebuild_graph(
+    adapter: Adapter,
+    model: Any,
+    planner: Any,
+    initializers: dict[int, list[Any]],
+    options: dict[str, Any],
+    noise_stddev: float,
+) -> tuple[Any, list[Any], _Rebuild]:
+    """The graph route: a `TrainableInitialState` in front of each call site the plan adds states to."""
     names = _Names(adapter, model)
     state_layers: dict[int, Any] = {}
-    initializers = _initializers_per_layer(adapter, planner.decisions, initializer)
 
     def state_layer_for(decision: Decision) -> Any:
         layer = decision.layer
@@ -357,8 +425,8 @@ def retrofit(
             state_layers[id(layer)] = adapter.TrainableInitialState(
                 decision.structure,
                 initializer=initializers[id(layer)],
-                regularizer=regularizer,
-                constraint=constraint,
+                regularizer=options["regularizer"],
+                constraint=options["constraint"],
                 noise_stddev=noise_stddev,
                 batch_axis=1 if getattr(layer, "time_major", False) else 0,
                 name=names.new(f"{layer.name}_initial_state"),
@@ -376,22 +444,70 @@ def retrofit(
         return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask_name)
 
     rebuild = _Rebuild(adapter, on_call)
-    new_model = rebuild(model)
-    probe = None
-    if check:
-        variables = [v for layer in state_layers.values() for v in layer.state_variables]
-        probe = check_copy(
-            adapter,
-            model,
-            new_model,
-            state_variables=variables,
-            sample=sample,
-            diagnose=lambda inputs: first_differing(adapter, rebuild.outputs, model, new_model, inputs),
+    return rebuild(model), list(state_layers.values()), rebuild
+
+
+class _Wrap:
+    """What surgery puts in place of a layer reached through an attribute (None: left as it is).
+
+    A recurrent layer the plan adds states to gets a `TrainableInitialStateRNN`
+    around it, named as it is; a graph submodel gets its graph retrofit.
+    """
+
+    def __init__(
+        self, adapter: Adapter, planner: Any, initializers: dict[int, list[Any]], options: dict[str, Any]
+    ) -> None:
+        self.adapter = adapter
+        self.planner = planner
+        self.initializers = initializers
+        self.options = options
+        self.variables: list[Any] = []
+
+    def __call__(self, site: surgery.Site) -> Any:
+        if is_graph_model(self.adapter, site.layer):
+            new, _ = retrofit(site.layer, check=False, **self.options)
+            self.variables += [v for layer in state_layers_in(self.adapter, new) for v in layer.state_variables]
+            return new
+        decision = self.planner.surgery.get(site.path)
+        if decision is None or decision.action != ADD:
+            return None
+        wrapper = self.adapter.TrainableInitialStateRNN(
+            site.layer,
+            initializer=self.initializers[id(decision.layer)],
+            regularizer=self.options["regularizer"],
+            constraint=self.options["constraint"],
+            name=site.layer.name,
         )
-    if freeze_base:
-        _freeze_all_but_states(adapter, new_model)
-    compile_like(adapter, new_model, model)
-    return new_model, probe
+        wrapper.build(None)
+        self.variables += wrapper.state_variables
+        return wrapper
+
+
+def state_layers_in(adapter: Adapter, model: Any) -> list[Any]:
+    """The `TrainableInitialState` layers and wrappers anywhere in a model."""
+    return [
+        layer
+        for layer in adapter.sublayers(model)
+        if isinstance(layer, adapter.TrainableInitialState) or adapter.recurrent_kind(layer) == "trainable"
+    ]
+
+
+def copy_subclassed(adapter: Adapter, model: Any, inputs: Any, skip: Callable[[Any], bool] | None = None) -> Any:
+    """A copy of a subclassed model, made as Keras copies it: from its config, built, its whole state copied.
+
+    Raises:
+        TypeError: if the model cannot be rebuilt from its config (the message offers `in_place=True`).
+    """
+    try:
+        copy = clone_layer(adapter, model, "")
+    except TypeError as error:
+        raise TypeError(
+            f"{error} Or retrofit the model itself, without a copy: "
+            "`add_trainable_initial_states(model, in_place=True)`."
+        ) from error
+    adapter.build_like(copy, model)
+    copy_weights(adapter, [(model, copy)], lambda: copy(inputs, training=False), skip=skip)
+    return copy
 
 
 def _initializers_per_layer(adapter: Adapter, decisions: list[Decision], initializer: Any) -> dict[int, list[Any]]:
@@ -430,8 +546,12 @@ class _Names:
 
 
 def _freeze_all_but_states(adapter: Adapter, model: Any) -> None:
+    """Every pre-existing layer non-trainable; the state layers and wrappers (their states) stay trainable."""
     for layer in adapter.sublayers(model):
         if isinstance(layer, (adapter.keras_api.Model, adapter.TrainableInitialState)):
+            continue
+        if adapter.recurrent_kind(layer) == "trainable":
+            layer.layer.trainable = False
             continue
         layer.trainable = False
 
@@ -487,9 +607,20 @@ def remove_trainable_initial_states(model: Any) -> Any:
             site = dataclasses.replace(site, args=args, kwargs=kwargs)
         return site.call_plain(adapter)
 
-    new_model = _Rebuild(adapter, on_call, substitute)(model)
+    if not is_graph_model(adapter, model):
+        new_model = copy_subclassed(adapter, model, probe_batch(adapter, model), skip=_is_wrapper(adapter))
+        compile_like(adapter, new_model, model)
+        return new_model
+    new_model = _Rebuild(adapter, on_call, substitute, skip=_is_wrapper(adapter))(model)
+    for _, layer in layers_in_tree(adapter, new_model):
+        if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
+            surgery.unwrap_all(adapter, layer)
     compile_like(adapter, new_model, model)
     return new_model
+
+
+def _is_wrapper(adapter: Adapter) -> Callable[[Any], bool]:
+    return lambda layer: adapter.recurrent_kind(layer) == "trainable"
 
 
 def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
@@ -531,6 +662,17 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
                 if state_layer is not None:
                     result.setdefault(prefix + layer.name, values(state_layer.state_variables))
 
+    def add_held(layer: Any, prefix: str) -> None:
+        for site in surgery.find_sites(adapter, layer, prefix):
+            if adapter.recurrent_kind(site.layer) == "trainable":
+                result.setdefault(site.path, values(site.layer.state_variables))
+            elif is_graph_model(adapter, site.layer):
+                for name, states in initial_states(site.layer).items():
+                    result.setdefault(f"{site.path}/{name}", states)
+
+    if not is_graph_model(adapter, model):
+        add_held(model, "")
+        return result
     if adapter.is_functional(model):
         add_call_sites(model, "")
     for prefix, layer in layers_in_tree(adapter, model):
@@ -538,4 +680,6 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
             result[prefix + layer.name] = values(layer.state_variables)
         elif adapter.is_functional(layer):
             add_call_sites(layer, f"{prefix}{layer.name}/")
+        elif not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
+            add_held(layer, f"{prefix}{layer.name}/")
     return result

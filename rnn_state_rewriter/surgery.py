@@ -1,0 +1,133 @@
+"""Layer surgery: trainable initial states for recurrent layers whose call the graph does not show.
+
+A subclassed model, or a custom layer inside a Functional model, calls its
+recurrent layers from Python code the rewrite cannot change. Surgery reaches
+them through attributes instead: every recurrent layer held by an attribute
+(at any depth, in lists and dicts of layers, inside custom layers and
+subclassed submodels) is replaced, in the copy, by a `TrainableInitialStateRNN`
+around it. The wrapper starts the layer from its learned state, gives that
+state to code that asks `layer.get_initial_state(...)`, and keeps an
+`initial_state` the caller passes (a decoder fed by its encoder). A Functional
+or Sequential submodel held by an attribute is retrofitted by the graph
+rewrite and put in its place.
+
+A subclassed model is copied the way Keras copies it: from its config, with
+its custom classes in scope, built from its build config (or on a probe batch),
+then its whole state copied (`cloning.copy_state`). Where no copy can be
+made, the error says why and offers `in_place=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rnn_state_rewriter._adapter import Adapter
+
+__all__ = ["Site", "find_sites", "replace", "unwrap_all"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """Where a layer is held: `owner.key`, or `container[key]` for a list or dict attribute of `owner`.
+
+    `path` names the place by attributes from the root (`"decoder/gru"`,
+    `"blocks/0/lstm"`): a copy made from config names its layers anew, but
+    holds them in the same attributes.
+    """
+
+    owner: Any
+    container: Any
+    key: Any
+    path: str
+    layer: Any
+
+
+def _internal_attributes(adapter: Adapter) -> frozenset[str]:
+    """The attributes Keras itself sets on every layer and model: never a user's sublayer."""
+    return _internal_attributes_of(adapter.keras_api)
+
+
+@functools.cache
+def _internal_attributes_of(api: Any) -> frozenset[str]:
+    return frozenset(vars(api.layers.Layer())) | frozenset(vars(api.Model()))
+
+
+def _entries(owner: Any, adapter: Adapter) -> Iterator[tuple[Any, Any, str, Any]]:
+    """`(container, key, path, value)` of every value an owner holds in an attribute, a list or a dict.
+
+    A private attribute counts only where it holds a value itself: Keras and
+    TensorFlow keep their own bookkeeping in private lists and dicts.
+    """
+    internal = _internal_attributes(adapter)
+    for name, value in list(vars(owner).items()):
+        if name in internal or name.startswith("__"):
+            continue
+        if name.startswith("_") and isinstance(value, (list, tuple, dict)):
+            continue
+        if isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                yield value, index, f"{name}/{index}", item
+        elif isinstance(value, dict):
+            for key, item in list(value.items()):
+                yield value, key, f"{name}/{key}", item
+        else:
+            yield None, name, name, value
+
+
+def find_sites(adapter: Adapter, root: Any, prefix: str = "") -> list[Site]:
+    """Every recurrent layer, and graph submodel, that `root`'s attributes reach, once per place held.
+
+    A layer held in several places is found once, at the first.
+
+    Custom layers and subclassed submodels are looked into at any depth;
+    recurrent layers and graph submodels are not (the graph rewrite handles
+    what a graph submodel holds).
+    """
+    api = adapter.keras_api
+    sites: list[Site] = []
+    seen: set[int] = set()
+
+    def visit(owner: Any, path: str) -> None:
+        seen.add(id(owner))
+        for container, key, where, value in _entries(owner, adapter):
+            if not isinstance(value, api.layers.Layer) or value is owner:
+                continue
+            place = f"{path}{where}"
+            if adapter.recurrent_kind(value) is not None or _is_graph_model(adapter, value):
+                first = next((s.path for s in sites if s.layer is value), place)
+                sites.append(Site(owner, container, key, first, value))
+            elif id(value) not in seen:
+                visit(value, place + "/")
+
+    visit(root, prefix)
+    return sites
+
+
+def _is_graph_model(adapter: Adapter, layer: Any) -> bool:
+    return bool(adapter.is_functional(layer) or adapter.is_sequential(layer))
+
+
+def replace(adapter: Adapter, sites: list[Site], new_for: Callable[[Site], Any]) -> int:
+    """Puts `new_for(site)` where each site's layer was (None: left as it is); returns how many changed.
+
+    A layer held in several places gets one replacement, put in each.
+    """
+    made: dict[int, Any] = {}
+    changed = 0
+    for site in sites:
+        if id(site.layer) not in made:
+            made[id(site.layer)] = new_for(site)
+        new = made[id(site.layer)]
+        if new is not None and new is not site.layer:
+            adapter.replace_sublayer(site.owner, site.container, site.key, site.layer, new)
+            changed += 1
+    return changed
+
+
+def unwrap_all(adapter: Adapter, root: Any) -> int:
+    """Replaces every `TrainableInitialStateRNN` that `root`'s attributes reach by the layer it wraps."""
+    sites = [s for s in find_sites(adapter, root) if adapter.recurrent_kind(s.layer) == "trainable"]
+    return replace(adapter, sites, lambda site: site.layer.layer)

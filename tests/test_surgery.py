@@ -1,0 +1,160 @@
+"""Subclassed models and recurrent layers inside custom layers get learned states, by layer surgery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_same_weights, snapshot, to_numpy
+
+import rnn_state_rewriter as rsr
+
+IDS = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1], [2, 2, 3, 3, 4]], "int32")
+
+
+def text_generation_model(K, is_keras3, get_config=True):
+    """The text generation tutorial's `MyModel`: the model asks its GRU for the starting state."""
+
+    class MyModel(K.Model):
+        def __init__(self, vocab_size=12, embedding_dim=4, rnn_units=5, **kwargs):
+            super().__init__(**kwargs)
+            self.vocab_size, self.embedding_dim, self.rnn_units = vocab_size, embedding_dim, rnn_units
+            self.embedding = K.layers.Embedding(vocab_size, embedding_dim)
+            self.gru = K.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+            self.dense = K.layers.Dense(vocab_size)
+
+        def call(self, inputs, states=None, return_state=False, training=False):
+            x = self.embedding(inputs, training=training)
+            if states is None:
+                states = self.gru.get_initial_state(K.ops.shape(x)[0] if is_keras3 else x)
+            x, states = self.gru(x, initial_state=states, training=training)
+            x = self.dense(x, training=training)
+            return (x, states) if return_state else x
+
+        def get_config(self):
+            if not get_config:
+                raise NotImplementedError
+            units = {"vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim, "rnn_units": self.rnn_units}
+            return {**super().get_config(), **units}
+
+    model = MyModel()
+    model(IDS)
+    return model
+
+
+def test_subclassed_model_gets_a_learned_state_its_code_asks_for(K, is_keras3):
+    model = text_generation_model(K, is_keras3)
+    before = snapshot(model)
+    (decision,) = rsr.plan_trainable_initial_states(model)
+    assert (decision.path, decision.action, decision.route) == ("gru", "add", "surgery")
+    new = rsr.add_trainable_initial_states(model)
+    assert new is not model and type(new) is type(model)
+    assert new.gru.gives_trainable_initial_state
+    np.testing.assert_allclose(to_numpy(new(IDS)), to_numpy(model(IDS)), atol=1e-6)
+    assert list(rsr.initial_states(new)) == ["gru"]
+
+    new.compile(K.optimizers.Adam(0.05), K.losses.SparseCategoricalCrossentropy(from_logits=True))
+    new.fit(IDS, IDS, epochs=2, verbose=0)
+    assert np.abs(rsr.initial_states(new)["gru"][0]).max() > 1e-3, "the state did not train"
+    assert_same_weights(before, snapshot(model))
+    learned = rsr.initial_states(new)["gru"][0]
+    asked = to_numpy(new.gru.get_initial_state(2 if is_keras3 else np.zeros((2, 5, 4), "float32")))
+    np.testing.assert_allclose(np.reshape(asked, (2, -1)), np.stack([learned, learned]), atol=1e-6)
+
+    plain = rsr.remove_trainable_initial_states(new)
+    assert not getattr(plain.gru, "gives_trainable_initial_state", False)
+    shifted = new(IDS)
+    np.testing.assert_allclose(to_numpy(plain(IDS)), to_numpy(rsr.remove_trainable_initial_states(new)(IDS)))
+    assert np.abs(to_numpy(plain(IDS)) - to_numpy(shifted)).max() > 1e-5
+
+
+def test_a_model_that_cannot_be_copied_is_refused_with_the_in_place_route(K, is_keras3, tmp_path):
+    model = text_generation_model(K, is_keras3, get_config=False)
+    expected = to_numpy(model(IDS))
+    with pytest.raises(TypeError, match="in_place=True"):
+        rsr.add_trainable_initial_states(model)
+    same = rsr.add_trainable_initial_states(model, in_place=True, initializer="ones")
+    assert same is model and model.gru.gives_trainable_initial_state
+    assert np.abs(to_numpy(model(IDS)) - expected).max() > 1e-4, "a state of ones must change the outputs"
+
+    # Saving: the weights, loaded into a fresh model retrofitted the same way.
+    path = str(tmp_path / "model.weights.h5")
+    model.save_weights(path)
+    fresh = text_generation_model(K, is_keras3, get_config=False)
+    rsr.add_trainable_initial_states(fresh, in_place=True)
+    fresh.load_weights(path)
+    np.testing.assert_allclose(to_numpy(fresh(IDS)), to_numpy(model(IDS)), atol=1e-6)
+
+
+def test_a_passed_initial_state_is_kept_by_the_wrapped_decoder(K):
+    class Seq2Seq(K.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.encoder = K.layers.LSTM(4, return_state=True)
+            self.decoder = K.layers.LSTM(4, return_sequences=True)
+
+        def call(self, inputs):
+            _, h, c = self.encoder(inputs)
+            return self.decoder(inputs, initial_state=[h, c])
+
+    model = Seq2Seq()
+    x = np.random.default_rng(0).normal(size=(3, 5, 2)).astype("float32")
+    model(x)
+    new = rsr.add_trainable_initial_states(model, layers=["decoder"], initializer="ones", in_place=False)
+    assert list(rsr.initial_states(new)) == ["decoder"]
+    np.testing.assert_allclose(to_numpy(new(x)), to_numpy(model(x)), atol=1e-6)  # the encoder's state rules
+
+
+def test_recurrent_layers_inside_a_custom_layer_of_a_functional_model(K, tmp_path):
+    class Block(K.layers.Layer):
+        """Holds its recurrent layers in a list and a dict, as custom layers do."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.stack = [K.layers.LSTM(3, return_sequences=True), K.layers.GRU(3, return_sequences=True)]
+            self.by_name = {"last": K.layers.SimpleRNN(2)}
+
+        def call(self, inputs):
+            x = inputs
+            for layer in self.stack:
+                x = layer(x)
+            return self.by_name["last"](x)
+
+    inputs = K.Input((5, 2))
+    model = K.Model(inputs, K.layers.Dense(1)(Block(name="block")(inputs)))
+    x = np.random.default_rng(1).normal(size=(4, 5, 2)).astype("float32")
+    decisions = rsr.plan_trainable_initial_states(model)
+    assert [(d.path, d.action) for d in decisions] == [
+        ("block/stack/0", "add"),
+        ("block/stack/1", "add"),
+        ("block/by_name/last", "add"),
+    ]
+    new = rsr.add_trainable_initial_states(model)
+    assert sorted(rsr.initial_states(new)) == ["block/by_name/last", "block/stack/0", "block/stack/1"]
+    np.testing.assert_allclose(new.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    new.compile(K.optimizers.Adam(0.05), "mse")
+    new.fit(x, np.ones((4, 1)), epochs=2, verbose=0)
+    assert all(np.abs(v[0]).max() > 1e-3 for v in rsr.initial_states(new).values())
+    plain = rsr.remove_trainable_initial_states(new)
+    assert rsr.initial_states(plain) == {}
+
+
+def test_a_functional_submodel_held_by_a_subclassed_model(K):
+    inner_in = K.Input((5, 2))
+    encoder = K.Model(inner_in, K.layers.LSTM(3, name="lstm")(inner_in), name="encoder")
+
+    class Wrapper(K.Model):
+        def __init__(self, encoder, **kwargs):
+            super().__init__(**kwargs)
+            self.encoder = encoder
+            self.head = K.layers.Dense(1)
+
+        def call(self, inputs):
+            return self.head(self.encoder(inputs))
+
+    model = Wrapper(encoder)
+    x = np.random.default_rng(2).normal(size=(3, 5, 2)).astype("float32")
+    expected = to_numpy(model(x))
+    new = rsr.add_trainable_initial_states(model, in_place=True, sample=x)
+    assert new is model and new.encoder is not encoder
+    assert list(rsr.initial_states(new)) == ["encoder/lstm"]
+    np.testing.assert_allclose(to_numpy(new(x)), expected, atol=1e-6)
