@@ -104,8 +104,8 @@ def clone_layer(adapter: Adapter, layer: Any, path: str) -> Any:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         inner = [f"{path}{layer.name}/{sub.name}" for sub in adapter.sublayers(layer) if adapter.recurrent_kind(sub)]
         hint = (
-            f" Its recurrent layers {inner} cannot be reached by the rewrite either: wrap them in "
-            f"`TrainableInitialStateRNN` in {name}'s code."
+            f" Its recurrent layers {inner} cannot get learned states until it can be copied (or wrap them "
+            f"in `TrainableInitialStateRNN` in {name}'s code)."
             if inner
             else ""
         )

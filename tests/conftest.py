@@ -228,7 +228,7 @@ def assert_same_weights(before: list[np.ndarray], after: list[np.ndarray]) -> No
 
 
 def subclassed_model(K):
-    """A built subclassed model holding an LSTM: what the rewrite must refuse."""
+    """A built subclassed model holding an LSTM, which cannot be rebuilt from its config: it cannot be copied."""
 
     class Net(K.Model):
         def __init__(self):
@@ -237,6 +237,9 @@ def subclassed_model(K):
 
         def call(self, x):
             return self.rnn(x)
+
+        def get_config(self):
+            raise NotImplementedError("Net is not serializable")
 
     net = Net()
     net(np.zeros((1, 4, 3), "float32"))

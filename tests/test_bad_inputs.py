@@ -53,11 +53,15 @@ API_CASES = {
     "object instead of a model": (lambda K: (object(),), rsr.add_trainable_initial_states, TypeError),
     "path string instead of a model": (lambda K: ("model.keras",), rsr.add_trainable_initial_states, TypeError),
     "layer instead of a model": (lambda K: (K.layers.LSTM(3),), rsr.add_trainable_initial_states, TypeError),
-    "subclassed model": (lambda K: (subclassed_model(K),), rsr.add_trainable_initial_states, TypeError),
-    "recurrent layer only in a subclassed submodel": (
+    "subclassed model that cannot be copied": (
+        lambda K: (subclassed_model(K),),
+        rsr.add_trainable_initial_states,
+        TypeError,
+    ),
+    "recurrent layer only in a subclassed submodel that cannot be copied": (
         lambda K: (nested_subclassed(K),),
         rsr.add_trainable_initial_states,
-        ValueError,
+        TypeError,
     ),
     "layer with variables that cannot be cloned": (
         lambda K: (uncloneable_model(K),),

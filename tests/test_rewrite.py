@@ -330,18 +330,20 @@ def test_save_and_reload_with_learned_states(K, is_keras3, tmp_path, fmt):
 # ---------------------------------------------------------------- errors
 
 
-def test_subclassed_model_is_a_type_error(K):
+def test_subclassed_model_that_cannot_be_copied_is_refused_with_the_in_place_route(K):
+    """`Net()` takes no base keyword arguments, so it cannot be rebuilt from its config."""
     net = subclassed_model(K)
-    with pytest.raises(TypeError, match="subclassed"):
+    with pytest.raises(TypeError, match="in_place=True"):
         rsr.add_trainable_initial_states(net)
+    assert rsr.add_trainable_initial_states(net, in_place=True) is net
+    assert list(rsr.initial_states(net)) == ["rnn"]
 
 
-def test_recurrent_layers_in_a_subclassed_submodel_are_named_with_their_path(K):
-    """A subclassed submodel is a leaf: its LSTM cannot be reached, and the error says where and what to do."""
+def test_recurrent_layers_in_an_uncopyable_subclassed_submodel_are_named_with_their_path(K):
     inputs = K.Input((4, 3))
     outer = K.Model(inputs, subclassed_model(K)(inputs))
     net = outer.layers[-1]
-    with pytest.raises(ValueError, match=f"{net.name}/lstm.*TrainableInitialStateRNN"):
+    with pytest.raises(TypeError, match=f"{net.name}/lstm.*cannot get learned states until it can be copied"):
         rsr.add_trainable_initial_states(outer)
 
 

@@ -358,30 +358,28 @@ def block_layer(K):
     return Block
 
 
-def test_lstm_inside_a_custom_layer_is_named_in_the_error(K):
-    """Regression: the error said 'has no recurrent layer', which was wrong and unhelpful."""
+def test_lstm_inside_a_custom_layer_gets_a_learned_state(K, tmp_path):
+    """Was refused ('has no recurrent layer', then naming it): now reached by surgery."""
     inputs = K.Input((5, 3))
     model = K.Model(inputs, K.layers.Dense(1)(block_layer(K)(name="block")(inputs)))
-    inner = model.get_layer("block").lstm.name
-    with pytest.raises(ValueError, match=f"block/{inner}.*custom layer 'block'.*TrainableInitialStateRNN"):
-        rsr.add_trainable_initial_states(model)
+    x = normal(8, 5, 3)
+    new = check_everything(K, model, x, normal(8, 1), tmp_path, expect_states=["block/lstm"], reload=False)
+    assert new.get_layer("block").lstm.gives_trainable_initial_state
 
 
-def test_lstm_inside_a_custom_layer_is_named_in_a_warning_when_others_are_reached(K, tmp_path):
+def test_lstm_inside_a_custom_layer_beside_others_reached_by_the_graph(K):
     inputs = K.Input((5, 3))
     x = K.layers.GRU(4, return_sequences=True, name="gru")(inputs)
     block = block_layer(K)(name="block")
     model = K.Model(inputs, K.layers.Dense(1)(block(x)))
     x_data = normal(8, 5, 3)
     model.predict(x_data, verbose=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         new = rsr.add_trainable_initial_states(model)
-    assert any(f"block/{block.lstm.name}" in str(w.message) for w in caught)
-    assert sorted(rsr.initial_states(new)) == ["gru"]
+    assert sorted(rsr.initial_states(new)) == ["block/lstm", "gru"]
     plan = rsr.plan_trainable_initial_states(model)
-    assert [(d.path, d.action) for d in plan] == [("gru", "add"), (f"block/{block.lstm.name}", "skip")]
-    assert "TrainableInitialStateRNN" in plan[1].reason
+    assert [(d.path, d.action, d.route) for d in plan] == [("gru", "add", "graph"), ("block/lstm", "add", "surgery")]
     assert_close(new.predict(x_data, verbose=0), model.predict(x_data, verbose=0))
 
 
