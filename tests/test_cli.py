@@ -464,3 +464,25 @@ def test_add_refuses_a_copy_that_predicts_otherwise_and_writes_nothing(tmp_path,
     assert not out.exists()
     assert main(["add", str(source), str(out), "--no-check"]) == 0
     assert out.exists()
+
+
+def test_add_refuses_layers_reached_by_surgery_that_a_file_cannot_carry(tmp_path, capsys):
+    import keras
+
+    from rnn_state_rewriter.cli import main
+
+    @keras.saving.register_keras_serializable("rsr_cli_test")
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.lstm = keras.layers.LSTM(2)
+
+        def call(self, inputs):
+            return self.lstm(inputs)
+
+    inputs = keras.Input((5, 3))
+    source, out = tmp_path / "block.keras", tmp_path / "out.keras"
+    keras.Model(inputs, Block(name="block")(inputs)).save(source)
+    assert main(["add", str(source), str(out)]) == 1
+    assert "['block/lstm'] are held by a subclassed model or a custom layer" in capsys.readouterr().err
+    assert not out.exists()
