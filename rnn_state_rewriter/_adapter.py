@@ -112,6 +112,10 @@ class Adapter(Protocol):
         """The variables a layer saves itself, in the order its `save_own_variables` numbers them."""
         ...
 
+    def attributes(self, owner: Any) -> dict[str, Any]:
+        """An object's attributes by name, those a backend keeps aside included (PyTorch's `_modules`)."""
+        ...
+
     def replace_sublayer(self, owner: Any, container: Any, key: Any, old: Any, new: Any) -> None:
         """Puts layer `new` where `owner` holds `old` (`owner.key`, or `container[key]`), tracked in its place."""
         ...

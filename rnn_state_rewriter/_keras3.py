@@ -44,6 +44,7 @@ __all__ = [
     "finish_loading",
     "carried_states",
     "replace_sublayer",
+    "attributes",
     "build_shapes",
     "build_like",
     "sublayers",
@@ -229,3 +230,9 @@ def build_like(copy: Any, model: Any) -> None:
     config = model.get_build_config()
     if config:
         copy.build_from_config(config)
+
+
+def attributes(owner: Any) -> dict[str, Any]:
+    """On PyTorch a layer is a `torch.nn.Module`, which keeps its sublayers in `_modules`, not `__dict__`."""
+    modules = vars(owner).get("_modules")
+    return {**vars(owner), **modules} if isinstance(modules, dict) else dict(vars(owner))

@@ -46,6 +46,7 @@ __all__ = [
     "finish_loading",
     "carried_states",
     "replace_sublayer",
+    "attributes",
     "build_shapes",
     "build_like",
     "sublayers",
@@ -234,3 +235,7 @@ def build_like(copy: Any, model: Any) -> None:
     config = model.get_build_config()
     if config and config.get("input_shape") is not None:
         copy.build_from_config(config)
+
+
+def attributes(owner: Any) -> dict[str, Any]:
+    return dict(vars(owner))

@@ -62,7 +62,7 @@ def _entries(owner: Any, adapter: Adapter) -> Iterator[tuple[Any, Any, str, Any]
     TensorFlow keep their own bookkeeping in private lists and dicts.
     """
     internal = _internal_attributes(adapter)
-    for name, value in list(vars(owner).items()):
+    for name, value in list(adapter.attributes(owner).items()):
         if name in internal or name.startswith("__"):
             continue
         if name.startswith("_") and isinstance(value, (list, tuple, dict)):
