@@ -614,7 +614,7 @@ def remove_trainable_initial_states(model: Any) -> Any:
     new_model = _Rebuild(adapter, on_call, substitute, skip=_is_wrapper(adapter))(model)
     for _, layer in layers_in_tree(adapter, new_model):
         if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
-            surgery.unwrap_all(adapter, layer)
+            surgery.unwrap_all(adapter, layer, remove_trainable_initial_states)
     compile_like(adapter, new_model, model)
     return new_model
 

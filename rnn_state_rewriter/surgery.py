@@ -127,7 +127,16 @@ def replace(adapter: Adapter, sites: list[Site], new_for: Callable[[Site], Any])
     return changed
 
 
-def unwrap_all(adapter: Adapter, root: Any) -> int:
-    """Replaces every `TrainableInitialStateRNN` that `root`'s attributes reach by the layer it wraps."""
-    sites = [s for s in find_sites(adapter, root) if adapter.recurrent_kind(s.layer) == "trainable"]
-    return replace(adapter, sites, lambda site: site.layer.layer)
+def unwrap_all(adapter: Adapter, root: Any, graph: Callable[[Any], Any]) -> int:
+    """Replaces every `TrainableInitialStateRNN` that `root`'s attributes reach by the layer it wraps.
+
+    A graph submodel held by an attribute is replaced by `graph(submodel)`
+    (the graph rewrite's removal).
+    """
+
+    def plain(site: Site) -> Any:
+        if adapter.recurrent_kind(site.layer) == "trainable":
+            return site.layer.layer
+        return graph(site.layer) if _is_graph_model(adapter, site.layer) else None
+
+    return replace(adapter, find_sites(adapter, root), plain)

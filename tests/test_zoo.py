@@ -271,8 +271,8 @@ def test_time_distributed_around_a_submodel(K, tmp_path):
     clips = K.Input((5, 4, 2))
     x = K.layers.TimeDistributed(frame_encoder, name="per_frame")(clips)
     model = K.Model(clips, K.layers.Dense(1)(K.layers.LSTM(4, name="clip_lstm")(x)))
-    with pytest.warns(UserWarning, match="frame_gru"):
-        check_everything(K, model, normal(8, 5, 4, 2), normal(8, 1), tmp_path, expect_states=["clip_lstm"])
+    expect = ["clip_lstm", "per_frame/layer/frame_gru"]  # the wrapped submodel, reached through `layer`
+    check_everything(K, model, normal(8, 5, 4, 2), normal(8, 1), tmp_path, expect_states=expect)
 
 
 def test_conv_lstm_stack_with_batch_normalization(K, tmp_path):
