@@ -120,6 +120,10 @@ class Adapter(Protocol):
         """Puts layer `new` where `owner` holds `old` (`owner.key`, or `container[key]`), tracked in its place."""
         ...
 
+    def remembering_class(self, base: type) -> type:
+        """`base` with `surgery.Remembers` mixed in, saved under the name whose loader puts wrappers back."""
+        ...
+
     def build_shapes(self, model: Any) -> Any:
         """The input shape a built subclassed model was built with (None if unknown or several)."""
         ...

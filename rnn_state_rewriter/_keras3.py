@@ -5,6 +5,7 @@ The same names exist in `rnn_state_rewriter._tf_keras`; see `generation.py`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = [
     "replace_sublayer",
     "attributes",
     "build_shapes",
+    "remembering_class",
     "build_like",
     "sublayers",
     "RUNTIME_MASKS",
@@ -236,3 +238,17 @@ def attributes(owner: Any) -> dict[str, Any]:
     """On PyTorch a layer is a `torch.nn.Module`, which keeps its sublayers in `_modules`, not `__dict__`."""
     modules = vars(owner).get("_modules")
     return {**vars(owner), **modules} if isinstance(modules, dict) else dict(vars(owner))
+
+
+@functools.cache
+def remembering_class(base: type) -> type:
+    """`base` with the saved-surgery loader mixed in, named as `base`, registered under the loader's name."""
+    from keras.src.saving.object_registration import GLOBAL_CUSTOM_NAMES
+
+    from rnn_state_rewriter.surgery import REGISTERED_NAME
+
+    loader = keras.saving.get_custom_objects()[REGISTERED_NAME]
+    namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
+    cls = type(base.__name__, (loader, base), namespace)
+    GLOBAL_CUSTOM_NAMES[cls] = REGISTERED_NAME  # what saving writes as the class's registered name
+    return cls

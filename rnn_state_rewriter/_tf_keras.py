@@ -7,6 +7,7 @@ layers (`rnn_state_rewriter.layers.layer_classes`), so that saved models load.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "replace_sublayer",
     "attributes",
     "build_shapes",
+    "remembering_class",
     "build_like",
     "sublayers",
     "RUNTIME_MASKS",
@@ -239,3 +241,17 @@ def build_like(copy: Any, model: Any) -> None:
 
 def attributes(owner: Any) -> dict[str, Any]:
     return dict(vars(owner))
+
+
+@functools.cache
+def remembering_class(base: type) -> type:
+    """`base` with the saved-surgery loader mixed in, named as `base`, registered under the loader's name."""
+    from tf_keras.src.saving.object_registration import _GLOBAL_CUSTOM_NAMES as GLOBAL_CUSTOM_NAMES
+
+    from rnn_state_rewriter.surgery import REGISTERED_NAME
+
+    loader = tf_keras.saving.get_custom_objects()[REGISTERED_NAME]
+    namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
+    cls = type(base.__name__, (loader, base), namespace)
+    GLOBAL_CUSTOM_NAMES[cls] = REGISTERED_NAME  # what saving writes as the class's registered name
+    return cls

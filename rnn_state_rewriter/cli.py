@@ -266,7 +266,6 @@ def command_add(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             plan = rsr.plan_trainable_initial_states(model, layers=args.layers, initializer=args.initializer)
-            _refuse_surgery(plan)
             new_model, probe = retrofit(
                 model,
                 layers=args.layers,
@@ -286,18 +285,6 @@ def command_add(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.output}")
     return 0
-
-
-def _refuse_surgery(plan: list[Any]) -> None:
-    """A model file cannot carry states added by surgery: Keras rebuilds those classes from their own configs."""
-    paths = [d.path for d in plan if d.route == "surgery" and d.action == "add"]
-    if paths:
-        raise CliError(
-            f"recurrent layers {paths} are held by a subclassed model or a custom layer: their learned "
-            "states would not survive loading the file written (Keras rebuilds those classes from their own "
-            "configs). Retrofit in Python instead and save the weights (see the README); or select other "
-            "layers with --layers"
-        )
 
 
 def _decision_row(decision: Any) -> list[str]:

@@ -182,11 +182,11 @@ class _Store(dict):  # type: ignore[type-arg]
 def _twins(adapter: Adapter, old: Any, new: Any, skip: Callable[[Any], bool] | None) -> list[tuple[Any, Any]] | None:
     """`old` and `new` with their sublayers, paired; None if the copy's structure differs from the original's.
 
-    Sublayers of `old` for which `skip` is true are left out (the wrappers a
-    copy without trainable initial states does not have).
+    Sublayers for which `skip` is true are left out on both sides (the wrappers
+    that a copy without trainable initial states drops).
     """
     olds = [old, *(sub for sub in adapter.sublayers(old) if skip is None or not skip(sub))]
-    news = [new, *adapter.sublayers(new)]
+    news = [new, *(sub for sub in adapter.sublayers(new) if skip is None or not skip(sub))]
     if len(olds) != len(news) or any(type(a) is not type(b) for a, b in zip(olds, news, strict=True)):
         return None
     twins = list(zip(olds, news, strict=True))

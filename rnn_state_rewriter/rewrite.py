@@ -127,6 +127,8 @@ class _Rebuild:
         finally:
             for owner, attribute, initializer in self.restore:
                 setattr(owner, attribute, initializer)
+        for _, clone in self.pairs:
+            surgery.finish_pending(clone)
         copy_weights(self.adapter, self.pairs, lambda: _call_on_zeros(self.adapter, new_model), self.skip)
         return new_model
 
@@ -373,6 +375,7 @@ def retrofit(
         for prefix, layer in layers_in_tree(adapter, new_model):
             if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
                 surgery.replace(adapter, surgery.find_sites(adapter, layer, f"{prefix}{layer.name}/"), wrap)
+                wrap.remember(layer)
         variables = [v for layer in state_layers for v in layer.state_variables]
         diagnose = functools.partial(first_differing, adapter, rebuild.outputs, model, new_model)
     else:
@@ -383,6 +386,7 @@ def retrofit(
         else:
             new_model = copy_subclassed(adapter, model, inputs)
         surgery.replace(adapter, surgery.find_sites(adapter, new_model), wrap)
+        wrap.remember(new_model)
         sample, variables, diagnose = inputs, [], None
     variables += wrap.variables
     probe = None
@@ -462,6 +466,7 @@ class _Wrap:
         self.initializers = initializers
         self.options = options
         self.variables: list[Any] = []
+        self.made: set[int] = set()
 
     def __call__(self, site: surgery.Site) -> Any:
         if is_graph_model(self.adapter, site.layer):
@@ -480,7 +485,18 @@ class _Wrap:
         )
         wrapper.build(None)
         self.variables += wrapper.state_variables
+        self.made.add(id(wrapper))
         return wrapper
+
+    def remember(self, root: Any) -> None:
+        """Lets `root` save where the wrappers made here are, so that a `.keras` file loads them back."""
+        wrapped = {
+            site.path: surgery.wrapper_options(site.layer)
+            for site in surgery.find_sites(self.adapter, root)
+            if id(site.layer) in self.made
+        }
+        if wrapped:
+            surgery.remember(self.adapter, root, wrapped)
 
 
 def state_layers_in(adapter: Adapter, model: Any) -> list[Any]:
@@ -609,6 +625,7 @@ def remove_trainable_initial_states(model: Any) -> Any:
 
     if not is_graph_model(adapter, model):
         new_model = copy_subclassed(adapter, model, probe_batch(adapter, model), skip=_is_wrapper(adapter))
+        surgery.unwrap_all(adapter, new_model, remove_trainable_initial_states)
         compile_like(adapter, new_model, model)
         return new_model
     new_model = _Rebuild(adapter, on_call, substitute, skip=_is_wrapper(adapter))(model)

@@ -139,4 +139,122 @@ def unwrap_all(adapter: Adapter, root: Any, graph: Callable[[Any], Any]) -> int:
             return site.layer.layer
         return graph(site.layer) if _is_graph_model(adapter, site.layer) else None
 
-    return replace(adapter, find_sites(adapter, root), plain)
+    changed = replace(adapter, find_sites(adapter, root), plain)
+    if isinstance(root, Remembers):  # nothing left to remember: the object saves as its own class again
+        root.__class__ = type(root)._rsr_base_class  # type: ignore[attr-defined]
+    return changed
+
+
+# ----------------------------------------------------------------------------
+# Saving: a retrofitted owner remembers where its wrappers are
+# ----------------------------------------------------------------------------
+
+KEY = "rnn_state_rewriter"
+REGISTERED_NAME = "rnn_state_rewriter>Retrofitted"
+_WRAPPER_OPTIONS = ("initializer", "regularizer", "constraint")
+
+
+class Remembers:
+    """Mixed into the class of a model or layer whose attributes hold wrappers put there by surgery.
+
+    Its config is the class's own plus where the wrappers are and their
+    options, and it is registered under one name (`rnn_state_rewriter>
+    Retrofitted`) whose `from_config` rebuilds the object through its own
+    class, then wraps the same attributes again: a `.keras` file of a
+    retrofitted subclassed model or custom layer loads with its learned
+    states, for any class Keras can load (a registered one).
+    """
+
+    _rsr_package: str  # "keras" or "tf_keras": the registry the class names are looked up in
+    _rsr_base: str
+    _rsr_wrapped: dict[str, dict[str, Any]]
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()  # type: ignore[misc]
+        return {**config, KEY: {"base": self._rsr_base, "wrapped": self._rsr_wrapped}}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        from rnn_state_rewriter._adapter import adapter_for
+
+        config = dict(config)
+        remembered = config.pop(KEY)
+        base = _registered_class(cls, remembered["base"])
+        instance = base.from_config(config)
+        adapter = adapter_for(instance)
+        sites = {site.path: site for site in find_sites(adapter, instance)}
+        missing = sorted(set(remembered["wrapped"]) - set(sites))
+        if missing:
+            raise ValueError(
+                f"{base.__name__} '{instance.name}' was saved with trainable initial states at {missing}, "
+                "but the object its config rebuilds holds no recurrent layer there."
+            )
+        remember(adapter, instance, remembered["wrapped"])
+        object.__setattr__(instance, "_rsr_pending", True)
+        return instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A loader that builds the object by calling it (a graph model's layer) wraps it again after."""
+        outputs = super().__call__(*args, **kwargs)  # type: ignore[misc]
+        finish_pending(self)
+        return outputs
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        """Builds the object as its class does, then wraps the remembered layers (built now) again."""
+        super().build_from_config(config)  # type: ignore[misc]
+        if getattr(self, "_rsr_pending", False):
+            object.__setattr__(self, "_rsr_pending", False)
+            _wrap_again(self)
+
+
+def finish_pending(layer: Any) -> None:
+    """Wraps again the remembered layers of a copy made from config that its graph has built (not Keras' loader)."""
+    if getattr(layer, "_rsr_pending", False):
+        object.__setattr__(layer, "_rsr_pending", False)
+        _wrap_again(layer)
+
+
+def _wrap_again(instance: Any) -> None:
+    from rnn_state_rewriter._adapter import adapter_for
+
+    adapter = adapter_for(instance)
+    sites = {site.path: site for site in find_sites(adapter, instance)}
+    for path, options in instance._rsr_wrapped.items():
+        site = sites[path]
+        wrapper = adapter.TrainableInitialStateRNN(site.layer, name=site.layer.name, **options)
+        if site.layer.built:
+            wrapper.build(None)
+        adapter.replace_sublayer(site.owner, site.container, site.key, site.layer, wrapper)
+
+
+def _registered_class(loader: Any, name: str) -> Any:
+    saving = __import__(loader._rsr_package).saving
+    found = saving.get_registered_object(name)
+    if isinstance(found, type) and issubclass(found, Remembers):  # a retrofitted object's own class, in scope
+        found = getattr(found, "_rsr_base_class", None)
+    if found is None:
+        raise TypeError(
+            f"Could not locate class '{name}', the class of an object retrofitted with trainable initial "
+            "states. Register it with `@keras.saving.register_keras_serializable()` (or pass it in "
+            "`custom_objects`), and import it before loading the file."
+        )
+    return found
+
+
+def wrapper_options(wrapper: Any) -> dict[str, Any]:
+    """The options a wrapper was made with, serialized as its config holds them."""
+    config = wrapper.get_config()
+    return {name: config[name] for name in _WRAPPER_OPTIONS if config.get(name) is not None}
+
+
+def remember(adapter: Adapter, root: Any, wrapped: dict[str, dict[str, Any]]) -> None:
+    """Makes `root` save where its wrappers are (paths from `root`), so that loading it puts them back."""
+    base = type(root)._rsr_base_class if isinstance(root, Remembers) else type(root)  # type: ignore[attr-defined]
+    root.__class__ = adapter.remembering_class(base)
+    object.__setattr__(root, "_rsr_base", adapter.keras_api.saving.get_registered_name(base))
+    object.__setattr__(root, "_rsr_wrapped", dict(wrapped))
+
+
+def loader(package: str) -> type:
+    """The class registered as `rnn_state_rewriter>Retrofitted` in a generation's registry."""
+    return type("Retrofitted", (Remembers,), {"_rsr_package": package, "__module__": __name__})

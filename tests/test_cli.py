@@ -466,9 +466,10 @@ def test_add_refuses_a_copy_that_predicts_otherwise_and_writes_nothing(tmp_path,
     assert out.exists()
 
 
-def test_add_refuses_layers_reached_by_surgery_that_a_file_cannot_carry(tmp_path, capsys):
+def test_add_reaches_recurrent_layers_inside_custom_layers_and_the_file_keeps_them(tmp_path, capsys):
     import keras
 
+    import rnn_state_rewriter as rsr
     from rnn_state_rewriter.cli import main
 
     @keras.saving.register_keras_serializable("rsr_cli_test")
@@ -483,6 +484,7 @@ def test_add_refuses_layers_reached_by_surgery_that_a_file_cannot_carry(tmp_path
     inputs = keras.Input((5, 3))
     source, out = tmp_path / "block.keras", tmp_path / "out.keras"
     keras.Model(inputs, Block(name="block")(inputs)).save(source)
-    assert main(["add", str(source), str(out)]) == 1
-    assert "['block/lstm'] are held by a subclassed model or a custom layer" in capsys.readouterr().err
-    assert not out.exists()
+    assert main(["add", str(source), str(out), "--initializer", "ones"]) == 0
+    assert "block/lstm" in capsys.readouterr().out
+    reloaded = keras.models.load_model(out)
+    assert [v.tolist() for v in rsr.initial_states(reloaded)["block/lstm"]] == [[1.0, 1.0], [1.0, 1.0]]

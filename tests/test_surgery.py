@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from conftest import assert_same_weights, snapshot, to_numpy
@@ -47,7 +49,7 @@ def test_subclassed_model_gets_a_learned_state_its_code_asks_for(K, is_keras3):
     (decision,) = rsr.plan_trainable_initial_states(model)
     assert (decision.path, decision.action, decision.route) == ("gru", "add", "surgery")
     new = rsr.add_trainable_initial_states(model)
-    assert new is not model and type(new) is type(model)
+    assert new is not model and isinstance(new, type(model))
     assert new.gru.gives_trainable_initial_state
     np.testing.assert_allclose(to_numpy(new(IDS)), to_numpy(model(IDS)), atol=1e-6)
     assert list(rsr.initial_states(new)) == ["gru"]
@@ -158,3 +160,55 @@ def test_a_functional_submodel_held_by_a_subclassed_model(K):
     assert new is model and new.encoder is not encoder
     assert list(rsr.initial_states(new)) == ["encoder/lstm"]
     np.testing.assert_allclose(to_numpy(new(x)), expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------- saving
+
+
+@functools.cache
+def registered_text_generation_class(K, is_keras3):
+    """The tutorial's model as a class Keras can reload: registered, once per generation."""
+    base = type(text_generation_model(K, is_keras3))
+    name = f"RegisteredTextGeneration_{K.__name__}"
+    return K.saving.register_keras_serializable("rsr_test_surgery", name)(type(name, (base,), {}))
+
+
+def test_a_subclassed_model_reloads_from_a_keras_file_with_its_learned_states(K, is_keras3, tmp_path):
+    model = registered_text_generation_class(K, is_keras3)()
+    model(IDS)
+    new = rsr.add_trainable_initial_states(model, initializer="random_normal")
+    path = str(tmp_path / "model.keras")
+    new.save(path)
+    reloaded = K.models.load_model(path)
+    assert reloaded.gru.gives_trainable_initial_state
+    np.testing.assert_allclose(to_numpy(reloaded(IDS)), to_numpy(new(IDS)), atol=1e-6)
+    np.testing.assert_allclose(rsr.initial_states(reloaded)["gru"][0], rsr.initial_states(new)["gru"][0])
+    plain = rsr.remove_trainable_initial_states(reloaded)
+    np.testing.assert_allclose(to_numpy(plain(IDS)), to_numpy(model(IDS)), atol=1e-6)
+
+
+def test_a_custom_layer_in_a_functional_model_reloads_with_its_learned_states(K, tmp_path):
+    name = f"RsrSurgeryBlock_{K.__name__}"
+    registered = K.saving.get_registered_object(f"rsr_test_surgery>{name}")
+    if registered is None:
+
+        class Block(K.layers.Layer):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.lstm = K.layers.LSTM(3)
+
+            def call(self, inputs):
+                return self.lstm(inputs)
+
+        registered = K.saving.register_keras_serializable("rsr_test_surgery", name)(Block)
+    inputs = K.Input((5, 2))
+    model = K.Model(inputs, K.layers.Dense(1)(registered(name="block")(inputs)))
+    x = np.random.default_rng(3).normal(size=(4, 5, 2)).astype("float32")
+    new = rsr.add_trainable_initial_states(model, initializer="ones")
+    path = str(tmp_path / "model.keras")
+    new.save(path)
+    reloaded = K.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), new.predict(x, verbose=0), atol=1e-6)
+    assert list(rsr.initial_states(reloaded)) == ["block/lstm"]
+    again = rsr.add_trainable_initial_states(reloaded)  # already there: nothing added, nothing lost
+    np.testing.assert_allclose(again.predict(x, verbose=0), new.predict(x, verbose=0), atol=1e-6)
