@@ -212,3 +212,37 @@ def test_a_custom_layer_in_a_functional_model_reloads_with_its_learned_states(K,
     assert list(rsr.initial_states(reloaded)) == ["block/lstm"]
     again = rsr.add_trainable_initial_states(reloaded)  # already there: nothing added, nothing lost
     np.testing.assert_allclose(again.predict(x, verbose=0), new.predict(x, verbose=0), atol=1e-6)
+
+
+def test_the_time_series_feedback_model_warms_up_from_the_learned_state(K, is_keras3):
+    """The time series tutorial's `FeedBack`: an RNN over a cell it also calls step by step itself."""
+    stack = K.ops.stack if is_keras3 else __import__("tensorflow").stack
+
+    class FeedBack(K.Model):
+        def __init__(self, units=8, out_steps=3, **kwargs):
+            super().__init__(**kwargs)
+            self.out_steps, self.units = out_steps, units
+            self.lstm_cell = K.layers.LSTMCell(units)
+            self.lstm_rnn = K.layers.RNN(self.lstm_cell, return_state=True)
+            self.dense = K.layers.Dense(2)
+
+        def call(self, inputs, training=None):
+            x, *state = self.lstm_rnn(inputs)
+            predictions = [self.dense(x)]
+            for _ in range(1, self.out_steps):
+                x, state = self.lstm_cell(predictions[-1], states=state, training=training)
+                predictions.append(self.dense(x))
+            return stack(predictions, axis=1)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units, "out_steps": self.out_steps}
+
+    model = FeedBack()
+    x = np.random.default_rng(4).normal(size=(4, 6, 2)).astype("float32")
+    model(x)
+    new = rsr.add_trainable_initial_states(model)
+    assert list(rsr.initial_states(new)) == ["lstm_rnn"]
+    np.testing.assert_allclose(to_numpy(new(x)), to_numpy(model(x)), atol=1e-6)
+    new.compile(K.optimizers.Adam(0.05), "mse")
+    new.fit(x, np.ones((4, 3, 2), "float32"), epochs=2, verbose=0)
+    assert np.abs(rsr.initial_states(new)["lstm_rnn"][0]).max() > 1e-3
