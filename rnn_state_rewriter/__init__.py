@@ -72,6 +72,6 @@ def __dir__() -> list[str]:
 # Register the layers for loading saved models when Keras is already there
 # (importing it is then free); otherwise the first use of a name does.
 if "keras" in _sys.modules or "tf_keras" in _sys.modules or "tensorflow" in _sys.modules:
-    import rnn_state_rewriter.layers  # noqa: F401
+    import rnn_state_rewriter._keras3  # noqa: F401  (the layers, and the loader of retrofitted objects)
 if "tf_keras" in _sys.modules:  # register the tf-keras twins for loading saved models
     import rnn_state_rewriter._tf_keras  # noqa: F401

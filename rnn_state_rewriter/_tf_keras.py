@@ -18,8 +18,13 @@ from tf_keras.src.saving.serialization_lib import SafeModeScope
 from rnn_state_rewriter.generation import Generation
 from rnn_state_rewriter.layers import layer_classes
 from rnn_state_rewriter.states import recurrent_kind
+from rnn_state_rewriter.surgery import REGISTERED_NAME, loader
 
 keras_api = tf_keras
+
+# The loader of models and layers retrofitted by surgery (`surgery.Remembers`): registered
+# with the adapter, which the package imports as soon as this Keras generation is there.
+tf_keras.saving.get_custom_objects()[REGISTERED_NAME] = loader("tf_keras")
 map_tensors: Callable[..., Any] = tf.nest.map_structure
 flatten_tensors: Callable[[Any], list[Any]] = tf.nest.flatten
 
@@ -248,10 +253,8 @@ def remembering_class(base: type) -> type:
     """`base` with the saved-surgery loader mixed in, named as `base`, registered under the loader's name."""
     from tf_keras.src.saving.object_registration import _GLOBAL_CUSTOM_NAMES as GLOBAL_CUSTOM_NAMES
 
-    from rnn_state_rewriter.surgery import REGISTERED_NAME
-
-    loader = tf_keras.saving.get_custom_objects()[REGISTERED_NAME]
+    registered = tf_keras.saving.get_custom_objects()[REGISTERED_NAME]
     namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
-    cls = type(base.__name__, (loader, base), namespace)
+    cls = type(base.__name__, (registered, base), namespace)
     GLOBAL_CUSTOM_NAMES[cls] = REGISTERED_NAME  # what saving writes as the class's registered name
     return cls

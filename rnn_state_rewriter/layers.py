@@ -28,7 +28,6 @@ from rnn_state_rewriter.states import (
     recurrent_kind,
     state_shapes,
 )
-from rnn_state_rewriter.surgery import REGISTERED_NAME, loader
 
 __all__ = ["TrainableInitialState", "TrainableInitialStateRNN", "SequenceMask", "layer_classes"]
 
@@ -647,9 +646,4 @@ def _tf_keras_layer_classes() -> LayerClasses:
         (TrainableInitialStateRNNMixin, tf_keras.layers.Wrapper),
         {**common, "__doc__": "tf-keras twin of `rnn_state_rewriter.TrainableInitialStateRNN`."},
     )
-    tf_keras.saving.get_custom_objects()[REGISTERED_NAME] = loader("tf_keras")
     return LayerClasses(register(state), register(rnn))
-
-
-# The loader of models and layers retrofitted by surgery (see `surgery.Remembers`).
-keras.saving.get_custom_objects()[REGISTERED_NAME] = loader("keras")

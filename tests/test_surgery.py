@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import textwrap
 
 import numpy as np
 import pytest
-from conftest import assert_same_weights, snapshot, to_numpy
+from conftest import BACKEND, assert_same_weights, run_on_backend, snapshot, to_numpy
 
 import rnn_state_rewriter as rsr
 
@@ -246,3 +247,38 @@ def test_the_time_series_feedback_model_warms_up_from_the_learned_state(K, is_ke
     new.compile(K.optimizers.Adam(0.05), "mse")
     new.fit(x, np.ones((4, 3, 2), "float32"), epochs=2, verbose=0)
     assert np.abs(rsr.initial_states(new)["lstm_rnn"][0]).max() > 1e-3
+
+
+def test_a_fresh_process_loads_a_retrofitted_custom_layer_after_importing_the_package(tmp_path):
+    """The loader of retrofitted objects is registered by `import rnn_state_rewriter` (after `keras`)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import keras
+        import rnn_state_rewriter as rsr
+
+        @keras.saving.register_keras_serializable("rsr_fresh_process")
+        class Block(keras.layers.Layer):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.lstm = keras.layers.LSTM(3)
+
+            def call(self, inputs):
+                return self.lstm(inputs)
+
+        path, x = sys.argv[2], np.ones((2, 5, 2), "float32")
+        if sys.argv[1] == "write":
+            inputs = keras.Input((5, 2))
+            model = keras.Model(inputs, Block(name="block")(inputs))
+            rsr.add_trainable_initial_states(model, initializer="ones").save(path)
+        else:
+            states = rsr.initial_states(keras.models.load_model(path))
+            print(sorted(states), [v.tolist() for v in states["block/lstm"]])
+        """
+    )
+    path = str(tmp_path / "model.keras")
+    assert run_on_backend(BACKEND, code, "write", path).returncode == 0
+    result = run_on_backend(BACKEND, code, "read", path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "['block/lstm'] [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]"
