@@ -171,7 +171,7 @@ def _keras_api(major: str) -> Any:
     if major == "3":
         import keras
 
-        import rnn_state_rewriter.layers  # noqa: F401  (registers the layers)
+        import rnn_state_rewriter._keras3  # noqa: F401  (registers the layers and the loader of retrofitted objects)
 
         return keras
     try:

@@ -488,3 +488,33 @@ def test_add_reaches_recurrent_layers_inside_custom_layers_and_the_file_keeps_th
     assert "block/lstm" in capsys.readouterr().out
     reloaded = keras.models.load_model(out)
     assert [v.tolist() for v in rsr.initial_states(reloaded)["block/lstm"]] == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_inspect_reads_a_file_with_a_custom_layer_retrofitted_by_surgery(tmp_path):
+    """The console script registers the loader of retrofitted objects before it loads a file."""
+    module = tmp_path / "rsr_cli_blocks.py"
+    module.write_text(
+        "import keras\n\n\n"
+        '@keras.saving.register_keras_serializable("rsr_cli_blocks")\n'
+        "class Block(keras.layers.Layer):\n"
+        "    def __init__(self, **kwargs):\n"
+        "        super().__init__(**kwargs)\n"
+        "        self.lstm = keras.layers.LSTM(2)\n\n"
+        "    def call(self, inputs):\n"
+        "        return self.lstm(inputs)\n"
+    )
+    code = (
+        "import sys, importlib.util, keras\n"
+        "import rnn_state_rewriter as rsr\n"
+        "spec = importlib.util.spec_from_file_location('rsr_cli_blocks', sys.argv[1])\n"
+        "blocks = importlib.util.module_from_spec(spec); spec.loader.exec_module(blocks)\n"
+        "inputs = keras.Input((5, 3))\n"
+        "model = keras.Model(inputs, blocks.Block(name='block')(inputs))\n"
+        "rsr.add_trainable_initial_states(model, initializer='ones').save(sys.argv[2])\n"
+    )
+    source = tmp_path / "retrofitted.keras"
+    made = subprocess.run([sys.executable, "-c", code, str(module), str(source)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-2000:]
+    result = run("inspect", str(source), "--custom-objects", str(module))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "block/lstm" in result.stdout and "1.414 1.414" in result.stdout
