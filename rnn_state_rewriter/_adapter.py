@@ -124,10 +124,6 @@ class Adapter(Protocol):
         """`base` with `surgery.Remembers` mixed in, saved under the name whose loader puts wrappers back."""
         ...
 
-    def build_shapes(self, model: Any) -> Any:
-        """The input shape a built subclassed model was built with (None if unknown or several)."""
-        ...
-
     def build_like(self, copy: Any, model: Any) -> None:
         """Builds a copy of a subclassed model as loading would: from the original's build config."""
         ...
@@ -138,10 +134,6 @@ class Adapter(Protocol):
 
     def finish_loading(self, layer: Any) -> None:
         """What the generation's loader runs on a layer once all weights are in (tf-keras: `finalize_state`)."""
-        ...
-
-    def saves_more_than_variables(self, layer: Any) -> bool:
-        """Whether a layer's class saves its state otherwise than its variables in order (or saves assets)."""
         ...
 
 

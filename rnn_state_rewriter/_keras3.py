@@ -46,12 +46,10 @@ __all__ = [
     "detached",
     "variables",
     "own_variables",
-    "saves_more_than_variables",
     "finish_loading",
     "carried_states",
     "replace_sublayer",
     "attributes",
-    "build_shapes",
     "remembering_class",
     "build_like",
     "sublayers",
@@ -189,14 +187,6 @@ def own_variables(layer: Any) -> list[Any]:
     return list(layer._trainable_variables + layer._non_trainable_variables)
 
 
-def saves_more_than_variables(layer: Any) -> bool:
-    cls, base = type(layer), keras.layers.Layer
-    overridden = any(
-        getattr(cls, name) is not getattr(base, name) for name in ("save_own_variables", "load_own_variables")
-    )
-    return overridden or hasattr(layer, "save_assets")
-
-
 def finish_loading(layer: Any) -> None:
     """Nothing: Keras 3 layers finalize their state in `load_own_variables` (e.g. `Normalization`)."""
 
@@ -226,11 +216,6 @@ def replace_sublayer(owner: Any, container: Any, key: Any, old: Any, new: Any) -
             f"Layer '{old.name}' is held in a {type(container).__name__} of '{owner.name}', which cannot be "
             "changed: hold it in an attribute, a list or a dict."
         )
-
-
-def build_shapes(model: Any) -> Any:
-    config = model.get_build_config() or {}
-    return config.get("input_shape")
 
 
 def build_like(copy: Any, model: Any) -> None:

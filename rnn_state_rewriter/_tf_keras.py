@@ -48,12 +48,10 @@ __all__ = [
     "detached",
     "variables",
     "own_variables",
-    "saves_more_than_variables",
     "finish_loading",
     "carried_states",
     "replace_sublayer",
     "attributes",
-    "build_shapes",
     "remembering_class",
     "build_like",
     "sublayers",
@@ -180,14 +178,6 @@ def own_variables(layer: Any) -> list[Any]:
     return [w for w in layer._trainable_weights + layer._non_trainable_weights if isinstance(w, tf.Variable)]
 
 
-def saves_more_than_variables(layer: Any) -> bool:
-    cls, base = type(layer), tf_keras.layers.Layer
-    overridden = any(
-        getattr(cls, name) is not getattr(base, name) for name in ("save_own_variables", "load_own_variables")
-    )
-    return overridden or hasattr(layer, "save_assets")
-
-
 def finish_loading(layer: Any) -> None:
     """`finalize_state()`, which tf-keras' loaders call on every layer once its weights are set.
 
@@ -231,11 +221,6 @@ def replace_sublayer(owner: Any, container: Any, key: Any, old: Any, new: Any) -
         )
     else:
         container[key] = new
-
-
-def build_shapes(model: Any) -> Any:
-    config = model.get_build_config() or {}
-    return config.get("input_shape")
 
 
 def build_like(copy: Any, model: Any) -> None:

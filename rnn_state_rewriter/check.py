@@ -121,7 +121,7 @@ def probe_batch(adapter: Adapter, model: Any, seed: int = 0) -> Any:
     rng = np.random.default_rng(seed)
     if adapter.is_functional(model) or adapter.is_sequential(model):
         return adapter.map_tensors(lambda t: _sample(adapter, model, t, rng), adapter.model_inputs(model))
-    shape = adapter.build_shapes(model)
+    shape = (model.get_build_config() or {}).get("input_shape")
     if not isinstance(shape, (list, tuple)) or not all(d is None or isinstance(d, int) for d in shape):
         raise ValueError(
             f"Model '{model.name}' ({type(model).__name__}) does not record one input shape to make a probe "

@@ -195,6 +195,15 @@ def _twins(adapter: Adapter, old: Any, new: Any, skip: Callable[[Any], bool] | N
     return twins
 
 
+def saves_more_than_variables(adapter: Adapter, layer: Any) -> bool:
+    """Whether a layer's class saves its state otherwise than its variables in order, or saves assets."""
+    cls, base = type(layer), adapter.keras_api.layers.Layer
+    overridden = any(
+        getattr(cls, name) is not getattr(base, name) for name in ("save_own_variables", "load_own_variables")
+    )
+    return overridden or hasattr(layer, "save_assets")
+
+
 def _copy_own_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
     """Copies what Keras' own saving keeps of one layer (not its sublayers) into its copy.
 
@@ -204,7 +213,7 @@ def _copy_own_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
     finalizes, quantized kernels, vocabularies saved as assets), goes through
     its own saving methods, as `.keras` saving and loading would.
     """
-    if adapter.saves_more_than_variables(old):
+    if saves_more_than_variables(adapter, old):
         store = _Store(adapter)
         old.save_own_variables(store)
         new.load_own_variables(store)
