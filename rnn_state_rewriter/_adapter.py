@@ -132,6 +132,10 @@ class Adapter(Protocol):
         """The variables holding the carried state of the model's stateful recurrent layers."""
         ...
 
+    def predict(self, model: Any, inputs: Any) -> Any:
+        """The model's outputs on `inputs` in inference, as fast as one call allows (the self-check)."""
+        ...
+
     def finish_loading(self, layer: Any) -> None:
         """What the generation's loader runs on a layer once all weights are in (tf-keras: `finalize_state`)."""
         ...

@@ -30,6 +30,7 @@ flatten_tensors: Callable[[Any], list[Any]] = tf.nest.flatten
 
 __all__ = [
     "keras_api",
+    "predict",
     "TrainableInitialState",
     "TrainableInitialStateRNN",
     "recurrent_kind",
@@ -185,6 +186,11 @@ def finish_loading(layer: Any) -> None:
     `Normalization` its broadcast mean and variance.
     """
     layer.finalize_state()
+
+
+def predict(model: Any, inputs: Any) -> Any:
+    """The model's outputs in inference (tf-keras runs its recurrent loops as compiled functions already)."""
+    return model(inputs, training=False)
 
 
 def carried_states(model: Any) -> list[Any]:

@@ -1,6 +1,14 @@
 """The retrofit checks its own promise: the copy, at zero states, predicts what the original predicts.
 
-After a copy is built, both models run on one small probe batch, made from
+By default (`check="auto"`) the check runs wherever the construction alone
+cannot vouch for the copy: a subclassed model, a custom layer or a `Lambda`
+(code the rewrite cannot read), a preprocessing layer (statistics and
+vocabularies: state that is more than variables). A model made only of Keras'
+other built-in layers is copied exactly by construction (the config rebuilds
+the same layer, the saving methods Keras' own files rely on carry its state),
+and is not run; `check=True` runs it anyway.
+
+Where it runs, after a copy is built, both models run on one small probe batch, made from
 the model's input specs (numbers; integer ids within the range of the
 embeddings that read them; words of the vocabularies of the lookup layers that
 read them) or given by the user, with every new state set to zero for the
@@ -21,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter.plan import layers_in_tree
 
-__all__ = ["RetrofitMismatchError", "Probe", "check_copy", "probe_batch"]
+__all__ = ["RetrofitMismatchError", "Probe", "check_copy", "needs_check", "probe_batch", "wants_check"]
 
 BATCH = 3
 STEPS = 4  # where the time axis is unknown
@@ -52,6 +61,62 @@ class Probe:
 
     def __repr__(self) -> str:
         return f"Probe(max_change={self.max_change:.3g}, samples={self.samples})"
+
+
+# ----------------------------------------------------------------------------
+# Whether to check
+# ----------------------------------------------------------------------------
+
+def wants_check(check: object) -> bool | None:
+    """`check` as True (always), False (never) or None (where the construction cannot vouch for the copy)."""
+    if check == "auto":
+        return None
+    if isinstance(check, bool):
+        return check
+    raise ValueError(f'Argument `check` must be "auto", True or False. Received: check={check!r}')
+
+
+def _unvouched(layer: Any) -> str | None:
+    """Why rebuilding `layer` from its config and copying its saved state may not give the same layer.
+
+    Keras' own layers (`keras.layers`, `tf_keras.layers`) are rebuilt exactly
+    from their configs, and their saving methods carry their whole state, as
+    Keras' own file format relies on; and so are this package's layers. Not
+    vouched for: custom classes and wrappers of user code (`Lambda`,
+    `JaxLayer`, `TorchModuleWrapper`), whose behaviour their config may not
+    describe, and preprocessing layers, whose state (statistics, vocabularies)
+    is more than their variables.
+    """
+    cls = type(layer)
+    module = cls.__module__
+    if module.split(".")[0] == "rnn_state_rewriter":
+        return None
+    keras_layer = ".layers." in module or module.endswith(".input_layer")
+    if module.split(".")[0] not in ("keras", "tf_keras") or not keras_layer or cls.__name__ == "Lambda":
+        return f"its class {cls.__name__} runs code the rewrite cannot read"
+    if ".preprocessing." in module:
+        return "its state is more than its variables"
+    return None
+
+
+def needs_check(adapter: Adapter, model: Any) -> str | None:
+    """Why the copy of `model` must be run to be vouched for (naming a layer), or None if it need not.
+
+    None when `model` is a Functional or Sequential model whose layers, at
+    any depth, are all Keras' own layers, other than `Lambda` and the
+    preprocessing layers: such a copy is exact by construction.
+    """
+    if not (adapter.is_functional(model) or adapter.is_sequential(model)):
+        return f"model '{model.name}' is subclassed: the rewrite cannot read its `call`"
+    for prefix, layer in layers_in_tree(adapter, model):
+        for part in [layer, *adapter.sublayers(layer)]:
+            if adapter.is_functional(part) or adapter.is_sequential(part):
+                continue
+            reason = _unvouched(part)
+            if reason:
+                name = f"{prefix}{layer.name}" + ("" if part is layer else f" (its sublayer '{part.name}')")
+                return f"layer '{name}': {reason}"
+    return None
 
 
 # ----------------------------------------------------------------------------
@@ -210,8 +275,8 @@ def check_copy(
         original, copy: the model given and its retrofitted copy.
         state_variables: the copy's new state variables, set to zero for the comparison.
         sample: inputs to compare on; None to make a probe batch from the input specs.
-        expected: the original's outputs on `sample`, measured before an
-            in-place retrofit (then `original` is not run).
+        expected: the original's outputs on `sample`, measured (with
+            `adapter.predict`) before an in-place retrofit; then `original` is not run.
         diagnose: called with the inputs where the outputs differ; returns the
             path of the first layer whose outputs differ, if it can tell.
 
@@ -225,8 +290,8 @@ def check_copy(
     carried = [*adapter.carried_states(original), *adapter.carried_states(copy)]
     with _Zeroed(carried), _Zeroed(state_variables):
         if expected is None:
-            expected = original(inputs, training=False)
-        actual = copy(inputs, training=False)
+            expected = adapter.predict(original, inputs)
+        actual = adapter.predict(copy, inputs)
         change, within = largest_change(adapter, expected, actual)
         if within:
             return Probe(change, len(_numpy(adapter.flatten_tensors(inputs)[0])))

@@ -18,13 +18,13 @@ import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter._adapter import Adapter
-from rnn_state_rewriter.check import Probe, check_copy, first_differing, probe_batch
+from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check, probe_batch, wants_check
 from rnn_state_rewriter.cloning import clone_layer, compile_like, copy_weights
 from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, distinct_initializers, per_state
 from rnn_state_rewriter.plan import (
@@ -229,7 +229,7 @@ def add_trainable_initial_states(
     constraint: Any = None,
     noise_stddev: float = 0.0,
     freeze_base: bool = False,
-    check: bool = True,
+    check: bool | Literal["auto"] = "auto",
     sample: Any = None,
     in_place: bool = False,
 ) -> Any:
@@ -244,23 +244,31 @@ def add_trainable_initial_states(
 
     Recurrent layers inside nested Functional or Sequential submodels are
     rewritten too; a layer used at several call sites gets one set of states.
-    Left alone: call sites that already pass `initial_state` (a decoder fed by
-    its encoder, or a layer already rewritten, so applying this twice adds
-    nothing), `TrainableInitialStateRNN` layers, and, with a `UserWarning`
-    naming them, `stateful=True` layers and recurrent layers inside custom
-    layers or subclassed submodels, whose `call` cannot be rewritten.
+    Recurrent layers the graph does not show (held by a subclassed model or a
+    custom layer, at any depth) are replaced in the copy by a
+    `TrainableInitialStateRNN` around their copied weights, whose
+    `get_initial_state` gives the learned state and which keeps an
+    `initial_state` its caller passes. Left alone: call sites that already pass
+    `initial_state` (a decoder fed by its encoder, or a layer already rewritten,
+    so applying this twice adds nothing), `TrainableInitialStateRNN` layers, and,
+    with a `UserWarning` naming them, `stateful=True` layers.
     `plan_trainable_initial_states` tells what will be done, and why.
 
     Every layer is cloned through its own class, with the custom classes and
     functions the model holds in scope: no registration is needed. Its whole
     state is copied as Keras' own saving keeps it: variables, what
     `save_own_variables` saves (an adapted `Normalization`'s statistics), and
-    assets (a lookup layer's vocabulary).
+    assets (a lookup layer's vocabulary). A subclassed model is copied from its
+    config, as Keras' `clone_model` copies it.
 
-    The copy checks itself: it runs the original and the copy, with the new
+    The copy checks itself where its construction cannot vouch for it (a
+    subclassed model, a custom layer, a `Lambda`, a layer whose state is more
+    than its variables): it runs the original and the copy, with the new
     states at zero, on a small probe batch made from the input specs (or on
     `sample`), and raises `RetrofitMismatchError` naming the first layer
-    whose outputs differ rather than return a model that predicts otherwise. A layer
+    whose outputs differ rather than return a model that predicts otherwise.
+    A model of built-in layers whose whole state is their variables is exact
+    by construction and is not run unless `check=True`. A layer
     that cannot be rebuilt from its config is reused by the copy if it owns no
     variables. A Sequential model comes back as a Functional model with the
     same layers. If `model` was compiled, the result is compiled with the same
@@ -268,7 +276,8 @@ def add_trainable_initial_states(
     the same configuration.
 
     Args:
-        model: a built Functional or Sequential model, `keras` or `tf_keras`.
+        model: a built Keras model, `keras` or `tf_keras`: Functional,
+            Sequential or subclassed.
         layers: which recurrent layers to rewrite: None for all, a list of
             names (`"lstm"`, or `"submodel/lstm"`) or classes, or a predicate
             `layer -> bool`.
@@ -279,8 +288,9 @@ def add_trainable_initial_states(
         noise_stddev: Gaussian noise added to the states in training only.
         freeze_base: if True, every pre-existing weight becomes non-trainable,
             so only the initial states train.
-        check: if True (the default), compare the copy with the original on a
-            probe batch before returning it.
+        check: `"auto"` (the default) to compare the copy with the original
+            on a probe batch where the construction cannot vouch for the copy;
+            True to compare always; False never.
         sample: inputs for that comparison (a small batch, nested as the
             model's inputs); None to make one from the input specs.
         in_place: for a subclassed model that cannot be copied from its
@@ -291,14 +301,16 @@ def add_trainable_initial_states(
         A new model of the same Keras generation.
 
     Raises:
-        TypeError: if `model` is not a Functional or Sequential Keras model, or
-            holds a layer that owns variables and cannot be rebuilt from its
-            config (checked before anything is built).
+        TypeError: if `model` is not a Keras model, or holds a layer that
+            owns variables and cannot be rebuilt from its config (checked
+            before anything is built; a subclassed model that cannot be copied
+            can be retrofitted with `in_place=True`).
         ValueError: if the model is not built, has no recurrent layer the
             rewrite can reach (the message names those it cannot reach),
             `layers` names an unknown layer, a per-state list does not match
-            a layer, `noise_stddev` is negative, or a layer that creates its
-            weights on first call has never been called.
+            a layer, `noise_stddev` is negative, `check` is not one of its
+            values, or a layer that creates its weights on first call has never
+            been called.
         RetrofitMismatchError: (a `ValueError`) if the copy does not predict
             what the original predicts; its `layer` names the first layer
             whose outputs differ.
@@ -344,12 +356,13 @@ def retrofit(
     constraint: Any = None,
     noise_stddev: float = 0.0,
     freeze_base: bool = False,
-    check: bool = True,
+    check: bool | Literal["auto"] = "auto",
     sample: Any = None,
     in_place: bool = False,
 ) -> tuple[Any, Probe | None]:
     """`add_trainable_initial_states`, also returning what its self-check measured (None if not checked)."""
     check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
+    run_check = wants_check(check)
     planner = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
     adapter = planner.adapter
     _warn_skipped(planner)
@@ -366,6 +379,8 @@ def retrofit(
             "through attributes (a subclassed model or a custom layer). Pass noise_stddev=0, or select "
             f"other layers with `layers=`. Received: noise_stddev={noise_stddev}"
         )
+    if run_check is None:
+        run_check = sample is not None or needs_check(adapter, model) is not None
     initializers = _initializers_per_layer(adapter, planner.decisions, initializer)
     options = {"layers": layers, "initializer": initializer, "regularizer": regularizer, "constraint": constraint}
     wrap = _Wrap(adapter, planner, initializers, options)
@@ -381,7 +396,7 @@ def retrofit(
     else:
         inputs = probe_batch(adapter, model) if sample is None else sample
         if in_place:
-            expected = model(inputs, training=False) if check else None
+            expected = adapter.predict(model, inputs) if run_check else None
             new_model = model
         else:
             new_model = copy_subclassed(adapter, model, inputs)
@@ -390,7 +405,7 @@ def retrofit(
         sample, variables, diagnose = inputs, [], None
     variables += wrap.variables
     probe = None
-    if check:
+    if run_check:
         probe = check_copy(
             adapter, model, new_model, state_variables=variables, sample=sample, expected=expected, diagnose=diagnose
         )

@@ -62,7 +62,7 @@ def test_the_check_measures_the_largest_change_on_a_sample_the_user_gives(K):
 
 def test_the_check_runs_at_zero_states_whatever_the_initializer(K):
     model = K.Sequential([K.Input((5, 3)), K.layers.LSTM(4, name="lstm")])
-    new = rsr.add_trainable_initial_states(model, initializer="ones")
+    new = rsr.add_trainable_initial_states(model, initializer="ones", check=True)
     assert all(np.all(v == 1.0) for v in rsr.initial_states(new)["lstm"])
 
 
@@ -71,11 +71,11 @@ def test_the_probe_batch_fits_integer_ids_masks_and_fixed_batches(K):
     mask = K.Input((6,), dtype="bool", name="mask")
     x = K.layers.Embedding(3, 4, name="embedding")(ids)  # ids >= 3 would fail
     model = K.Model([ids, mask], K.layers.LSTM(2, name="lstm")(x, mask=mask))
-    _, probe = retrofit(model)
+    _, probe = retrofit(model, check=True)
     assert probe.max_change < 1e-5
 
     fixed = K.Sequential([K.Input((5, 2), batch_size=4), K.layers.LSTM(3, name="lstm")])
-    _, probe = retrofit(fixed)
+    _, probe = retrofit(fixed, check=True)
     assert probe.samples == 4
 
 
@@ -88,6 +88,28 @@ def test_the_check_leaves_the_carried_state_of_stateful_layers_as_it_was(K):
     layer = model.get_layer("stateful")
     carried = [np.array(s) for s in layer.states]
     with pytest.warns(UserWarning, match="stateful"):
-        rsr.add_trainable_initial_states(model)
+        rsr.add_trainable_initial_states(model, check=True)
     for before, after in zip(carried, layer.states, strict=True):
         np.testing.assert_array_equal(before, np.array(after))
+
+
+def test_by_default_the_check_runs_where_the_construction_cannot_vouch_for_the_copy(K):
+    x = np.random.default_rng(2).normal(size=(8, 3)).astype("float32")
+    builtin = K.Sequential([K.Input((5, 3)), K.layers.Bidirectional(K.layers.LSTM(4)), K.layers.Dense(2)])
+    assert retrofit(builtin)[1] is None  # exact by construction: not run
+    assert retrofit(builtin, check=True)[1].max_change < 1e-5
+
+    norm = K.layers.Normalization(name="norm")
+    norm.adapt(x)
+    adapted = K.Sequential([K.Input((5, 3)), norm, K.layers.LSTM(4, name="lstm")])
+    custom = K.Sequential([K.Input((5, 3)), hidden_state_layer(K)(name="shift"), K.layers.LSTM(4, name="lstm")])
+    lambda_ = K.Sequential([K.Input((5, 3)), K.layers.Lambda(lambda v: v * 2.0), K.layers.LSTM(4, name="lstm")])
+    for model in (adapted, custom, lambda_):
+        assert retrofit(model)[1].samples == 3, model.layers
+        assert retrofit(model, check=False)[1] is None
+
+
+def test_check_takes_auto_true_or_false(K):
+    model = K.Sequential([K.Input((5, 3)), K.layers.LSTM(4, name="lstm")])
+    with pytest.raises(ValueError, match="`check` must be"):
+        rsr.add_trainable_initial_states(model, check="always")

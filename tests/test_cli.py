@@ -435,6 +435,9 @@ def test_add_table_gives_the_plans_reasons(K, tmp_path, capsys):
     rows = [line.split() for line in lines]
     assert rows[1] == ["first", "LSTM", "-", "skipped:", "not", "selected"]
     assert rows[2] == ["second", "Bidirectional(GRU)", "(2,)", "(2,)", "rewritten"]
+    assert lines[3].startswith("not checked: every layer is one of Keras' own")  # exact by construction
+    assert main(["add", str(source), str(out), "--layers", "second", "--check", "always", "--force"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[3].startswith("checked: at zero states the copy predicts what the original predicts on 3 probe")
     assert "largest change 0)" in lines[3] or "largest change 0." in lines[3]
 
@@ -462,8 +465,9 @@ def test_add_refuses_a_copy_that_predicts_otherwise_and_writes_nothing(tmp_path,
     assert main(["add", str(source), str(out)]) == 1
     assert "first layer whose outputs differ is 'shift'" in capsys.readouterr().err
     assert not out.exists()
-    assert main(["add", str(source), str(out), "--no-check"]) == 0
+    assert main(["add", str(source), str(out), "--check", "never"]) == 0
     assert out.exists()
+    assert main(["add", str(source), str(out), "--no-check", "--force"]) == 0
 
 
 def test_add_reaches_recurrent_layers_inside_custom_layers_and_the_file_keeps_them(tmp_path, capsys):
