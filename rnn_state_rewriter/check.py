@@ -67,6 +67,7 @@ class Probe:
 # Whether to check
 # ----------------------------------------------------------------------------
 
+
 def wants_check(check: object) -> bool | None:
     """`check` as True (always), False (never) or None (where the construction cannot vouch for the copy)."""
     if check == "auto":
