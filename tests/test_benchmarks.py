@@ -92,7 +92,7 @@ def test_torch_heap_counts_page_faults_per_model_under_both_malloc_settings():
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory needs Linux /proc")
 def test_retrofit_quick_reports_time_and_memory_ratios():
     out = run("retrofit.py")
-    assert "time ratio" in out and "retrofit extra peak / weights" in out and "unchecked CPU time ratio" in out
+    assert "time ratio" in out and "retrofit extra peak / weights" in out and "check=True CPU time ratio" in out
     assert out.count("| keras3/tensorflow") == 1 and out.count("| tf_keras") == 1
 
 
