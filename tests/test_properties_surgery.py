@@ -146,7 +146,9 @@ def check_promises(K, model, spec, x, folder):
     states = rsr.initial_states(new)
     assert sorted(states) == expected_paths(spec)
 
-    new.compile(K.optimizers.Adam(0.05), "mse")
+    # Eagerly, as in test_properties: compiling each new model's train step would be most of the run;
+    # compiled fits of these models are in test_surgery.
+    new.compile(K.optimizers.Adam(0.05), "mse", run_eagerly=True)
     new.fit(x, np.full_like(original, 3.0), epochs=1, verbose=0)
     assert_same_weights(before, snapshot(model))
     trained = rsr.initial_states(new)
