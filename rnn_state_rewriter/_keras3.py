@@ -16,7 +16,7 @@ from keras.src.saving.serialization_lib import SafeModeScope
 
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN
 from rnn_state_rewriter.states import recurrent_kind
-from rnn_state_rewriter.surgery import REGISTERED_NAME, loader
+from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
 
 keras_api = keras
 
@@ -258,7 +258,4 @@ def remembering_class(base: type) -> type:
     from keras.src.saving.object_registration import GLOBAL_CUSTOM_NAMES
 
     registered = keras.saving.get_custom_objects()[REGISTERED_NAME]
-    namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
-    cls = type(base.__name__, (registered, base), namespace)
-    GLOBAL_CUSTOM_NAMES[cls] = REGISTERED_NAME  # what saving writes as the class's registered name
-    return cls
+    return remembering_subclass(base, registered, GLOBAL_CUSTOM_NAMES)

@@ -18,7 +18,7 @@ from tf_keras.src.saving.serialization_lib import SafeModeScope
 from rnn_state_rewriter.generation import Generation
 from rnn_state_rewriter.layers import layer_classes
 from rnn_state_rewriter.states import recurrent_kind
-from rnn_state_rewriter.surgery import REGISTERED_NAME, loader
+from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
 
 keras_api = tf_keras
 
@@ -245,7 +245,4 @@ def remembering_class(base: type) -> type:
     from tf_keras.src.saving.object_registration import _GLOBAL_CUSTOM_NAMES as GLOBAL_CUSTOM_NAMES
 
     registered = tf_keras.saving.get_custom_objects()[REGISTERED_NAME]
-    namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
-    cls = type(base.__name__, (registered, base), namespace)
-    GLOBAL_CUSTOM_NAMES[cls] = REGISTERED_NAME  # what saving writes as the class's registered name
-    return cls
+    return remembering_subclass(base, registered, GLOBAL_CUSTOM_NAMES)

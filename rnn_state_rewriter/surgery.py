@@ -255,6 +255,18 @@ def remember(adapter: Adapter, root: Any, wrapped: dict[str, dict[str, Any]]) ->
     object.__setattr__(root, "_rsr_wrapped", dict(wrapped))
 
 
+def remembering_subclass(base: type, registered_loader: type, registered_names: dict[type, str]) -> type:
+    """`base` with a generation's registered loader mixed in, named as `base`, saved under the loader's name.
+
+    `registered_names` is the generation's map from classes to the names
+    saving writes for them.
+    """
+    namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
+    cls = type(base.__name__, (registered_loader, base), namespace)
+    registered_names[cls] = REGISTERED_NAME
+    return cls
+
+
 def loader(package: str) -> type:
     """The class registered as `rnn_state_rewriter>Retrofitted` in a generation's registry."""
     return type("Retrofitted", (Remembers,), {"_rsr_package": package, "__module__": __name__})
