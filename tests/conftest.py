@@ -21,6 +21,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the tests' own environment, not the package's
 
@@ -144,6 +145,21 @@ def variable_ids(model) -> set[int]:
         ids.add(id(getattr(inner, "handle", inner)))
         ids.add(id(variable))
     return ids
+
+
+def property_settings(request: pytest.FixtureRequest) -> Any:
+    """Hypothesis settings of the property tests: 500 examples with `--slow`, else `RSR_EXAMPLES` (4),
+    derandomized (CI runs a fixed sample), no deadline, no example database."""
+    from hypothesis import HealthCheck, settings
+
+    examples = 500 if request.config.getoption("--slow") else int(os.environ.get("RSR_EXAMPLES", "4"))
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
 
 
 def release_compiled_code() -> None:

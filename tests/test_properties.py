@@ -24,12 +24,19 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
 
 import keras
 import numpy as np
-from conftest import BACKEND, assert_same_weights, gradients, release_compiled_code, snapshot, to_numpy
-from hypothesis import HealthCheck, given, settings
+from conftest import (
+    BACKEND,
+    assert_same_weights,
+    gradients,
+    property_settings,
+    release_compiled_code,
+    snapshot,
+    to_numpy,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 import rnn_state_rewriter as rsr
@@ -301,17 +308,9 @@ def check_promises(K, model, spec, tmp_path):
 
 
 def test_random_models_keep_every_promise(K, request, tmp_path_factory):
-    examples = 500 if request.config.getoption("--slow") else int(os.environ.get("RSR_EXAMPLES", "4"))
-
     count = itertools.count(1)
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )
+    @property_settings(request)
     @given(spec=model_specs(stems(K, BACKEND)))
     def check(spec):
         if next(count) % 25 == 0:  # every example compiles anew: clearing each time would double the run

@@ -16,11 +16,10 @@ CI runs a fixed seed and a few examples per generation; `pytest --slow` runs 500
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
-from conftest import assert_same_weights, release_compiled_code, snapshot, to_numpy
-from hypothesis import HealthCheck, given, settings
+from conftest import assert_same_weights, property_settings, release_compiled_code, snapshot, to_numpy
+from hypothesis import given
 from hypothesis import strategies as st
 
 import rnn_state_rewriter as rsr
@@ -171,16 +170,9 @@ def check_promises(K, model, spec, x, folder):
 
 
 def test_random_subclassed_models_and_custom_layers_keep_every_promise(K, request, tmp_path_factory):
-    examples = 500 if request.config.getoption("--slow") else int(os.environ.get("RSR_EXAMPLES", "4"))
     seen = {"count": 0}
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )
+    @property_settings(request)
     @given(spec=specs())
     def check(spec):
         seen["count"] += 1
