@@ -14,13 +14,12 @@ Public names:
 
 Both Keras generations are supported: Keras 3 (`keras`) and tf-keras
 (`tf_keras`); `tf_keras` is imported only when a tf-keras object is seen.
-Importing the package imports Keras only if Keras (or TensorFlow) is already
-imported, to register the layers for loading saved models; otherwise the
-first use of a public name does.
+Importing the package imports neither Keras nor TensorFlow: it registers its
+layers, for loading saved models, with a Keras generation already imported,
+and with the others as soon as they are imported, in any order.
 """
 
 import importlib as _importlib
-import sys as _sys
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 # Public name -> the module defining it. The modules are imported on first use
@@ -69,9 +68,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_PUBLIC])
 
 
-# Register the layers for loading saved models when Keras is already there
-# (importing it is then free); otherwise the first use of a name does.
-if "keras" in _sys.modules or "tf_keras" in _sys.modules or "tensorflow" in _sys.modules:
-    import rnn_state_rewriter._keras3  # noqa: F401  (the layers, and the loader of retrofitted objects)
-if "tf_keras" in _sys.modules:  # register the tf-keras twins for loading saved models
-    import rnn_state_rewriter._tf_keras  # noqa: F401
+# Saved models find the layers (and retrofitted objects) through Keras' registry: register them with
+# each Keras generation already imported, and with the others as soon as they are, whatever the order.
+_importlib.import_module("rnn_state_rewriter._registration").install()

@@ -1,0 +1,109 @@
+"""Registering the package's classes with a Keras generation as soon as it is imported, in any order.
+
+Keras finds the class of a saved layer only through its registry, so a file
+holding `TrainableInitialState` layers (or objects retrofitted by surgery)
+loads only once the package's classes are registered, which importing a
+generation's adapter does (`rnn_state_rewriter._keras3`,
+`rnn_state_rewriter._tf_keras`). Importing the package must not import Keras
+(the command line starts before TensorFlow, and a script may never use Keras),
+so where a generation is not imported yet, `install()` puts a finder on
+`sys.meta_path` that lets the generation's package import as usual and then
+imports its adapter. The finder imports nothing itself and leaves every other
+module alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+__all__ = ["ADAPTERS", "install"]
+
+# A generation's package -> the module that registers the package's classes with it.
+ADAPTERS = {"keras": "rnn_state_rewriter._keras3", "tf_keras": "rnn_state_rewriter._tf_keras"}
+
+
+def _register(adapter: str) -> None:
+    """Imports a generation's adapter; a failure must not break the user's own import of Keras."""
+    try:
+        importlib.import_module(adapter)
+    except Exception as error:  # noqa: BLE001 (any failure becomes a warning: the user's import goes on)
+        warnings.warn(
+            f"rnn_state_rewriter could not register its layers with Keras ({type(error).__name__}: {error}); "
+            f"saved models holding them load after `import {adapter}`.",
+            ImportWarning,
+            stacklevel=2,
+        )
+
+
+class _ThenRegister(importlib.abc.Loader):
+    """A generation's own loader, followed by the import of the adapter that registers the classes."""
+
+    def __init__(self, loader: importlib.abc.Loader, adapter: str, done: Callable[[], None]) -> None:
+        self.loader = loader
+        self.adapter = adapter
+        self.done = done
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The module keeps its own loader: importlib.resources and reloading go to it.
+        module.__loader__ = self.loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        self.done()
+        _register(self.adapter)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Finds a generation's package with the other finders, and registers the classes after it has run."""
+
+    def __init__(self, adapters: dict[str, str]) -> None:
+        self.adapters = dict(adapters)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        adapter = self.adapters.get(fullname)
+        if adapter is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None  # not installed: Python raises its own ModuleNotFoundError
+        if spec.loader is not None:  # (a spec may be found without being loaded: `importlib.util.find_spec`)
+            spec.loader = _ThenRegister(spec.loader, adapter, lambda: self._done(fullname))
+        return spec
+
+    def _done(self, fullname: str) -> None:
+        """A generation is imported: from now on it is found in `sys.modules`."""
+        self.adapters.pop(fullname, None)
+        if not self.adapters and self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+def install() -> None:
+    """Registers the classes with every generation imported already, and with the others when they are."""
+    pending = {}
+    for package, adapter in ADAPTERS.items():
+        if package in sys.modules:
+            _register(adapter)
+        else:
+            pending[package] = adapter
+    if pending and not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(pending))
