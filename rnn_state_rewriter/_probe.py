@@ -13,6 +13,13 @@ of `tests/test_fuzz.py`, no file that passed hung or crashed the loader). The
 child imports only the standard library and h5py (not this package, nor
 TensorFlow): it costs a Python start-up and an h5py import, about 0.3 s.
 
+The time limit follows the file (`read_limit`): a few seconds plus time in
+proportion to the bytes the child reads, so that a small corrupt file is
+refused in seconds while a model of several GB still loads. The child dies
+with its parent (Linux: `PR_SET_PDEATHSIG`, set by the child itself as it
+starts; `probe` also kills it on any exception, Ctrl-C included), so a command
+that is killed or interrupted leaves no reader spinning.
+
 The child prints one JSON object: the Keras generation the file records and
 whether it carries Python code, or an error message with its traceback.
 """
@@ -32,6 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 CODE_CLASSES = re.compile(rb'"class_name":\s*"(Lambda|__lambda__)"')
+# The read limit: a Python start-up and an h5py import on a busy machine, plus the reading itself
+# at a rate far below a disk's (h5py reads every dataset; a 1 GB file is given 100 s more).
+BASE_SECONDS = 10.0
+SECONDS_PER_BYTE = 1 / 10e6
 # Runs this file as a script with neither the working folder nor this package's folder on
 # sys.path (a `-I` child would miss h5py installed in the user's site or on PYTHONPATH).
 _RUN_AS_SCRIPT = (
@@ -59,15 +70,34 @@ class Metadata:
     carries_code: bool  # a Lambda layer, which loading would run
 
 
-def probe(path: str, timeout: float) -> Metadata:
-    """Reads `path` in a child process killed after `timeout` seconds; raises ProbeError."""
-    command = [sys.executable, "-c", _RUN_AS_SCRIPT, os.path.abspath(__file__), os.path.abspath(path)]
+def bytes_read(path: str) -> int:
+    """How many bytes the child reads: the file, or a SavedModel folder's Keras metadata."""
+    if os.path.isdir(path):
+        metadata = os.path.join(path, "keras_metadata.pb")
+        return os.path.getsize(metadata) if os.path.isfile(metadata) else 0
+    return os.path.getsize(path)
+
+
+def read_limit(path: str) -> float:
+    """The time the child gets to read `path`: `BASE_SECONDS` plus 1 s per 10 MB it reads."""
+    return BASE_SECONDS + bytes_read(path) * SECONDS_PER_BYTE
+
+
+def probe(path: str, timeout: float | None = None) -> Metadata:
+    """Reads `path` in a child process killed after `timeout` seconds (None: `read_limit(path)`).
+
+    Raises:
+        ProbeError: the file cannot be read safely, or the child did not finish in time.
+    """
+    limit = read_limit(path) if timeout is None else timeout
+    command = [sys.executable, "-c", _RUN_AS_SCRIPT, os.path.abspath(__file__), os.path.abspath(path), str(os.getpid())]
     try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(command, capture_output=True, timeout=limit, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
+        given = "the limit given" if timeout is not None else f"the limit for a file of {bytes_read(path) / 1e6:.3g} MB"
         raise ProbeError(
-            f"reading the file did not finish within {timeout:g} s (a corrupt HDF5 file can hang "
-            "forever); stopped. Pass --read-timeout to wait longer"
+            f"reading the file did not finish within {limit:.3g} s ({given}; a corrupt HDF5 file can hang "
+            "forever); stopped. Pass --read-timeout SECONDS to wait longer"
         ) from None
     details = done.stderr.decode(errors="replace")
     if done.returncode < 0:
@@ -177,5 +207,22 @@ def _main(path: str) -> None:
     sys.stdout.write(json.dumps(answer))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this process when its parent dies, however the parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl in this libc: the parent still kills it on exceptions
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        _die_with_parent(int(sys.argv[2]))
     _main(sys.argv[1])

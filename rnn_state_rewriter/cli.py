@@ -27,15 +27,16 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 PROG = "rnn-state-rewriter"
-READ_TIMEOUT = 120.0
 UNKNOWN_OBJECT = re.compile(  # how Keras 3 and tf-keras say they met a class they do not know
     r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '?([\w.>]+)'?"
     r"|should have a `call` method. The RNN was passed: cell=(\w+)"
@@ -58,11 +59,12 @@ def load_model(
     keras_choice: str = "auto",
     unsafe: bool = False,
     custom_objects: Sequence[str] = (),
-    read_timeout: float = READ_TIMEOUT,
+    read_timeout: float | None = None,
 ) -> Any:
     """Loads an untrusted model file in safe mode, choosing the Keras generation from its metadata.
 
-    The file is first read in a child process under `read_timeout` seconds;
+    The file is first read in a child process under `read_timeout` seconds
+    (None: a limit that follows the file's size, `_probe.read_limit`);
     `custom_objects` names modules or `.py` files to import before loading.
     """
     from rnn_state_rewriter._probe import ProbeError, probe
@@ -272,7 +274,7 @@ def command_add(args: argparse.Namespace) -> int:
                 initializer=args.initializer,
                 noise_stddev=args.noise_stddev,
                 freeze_base=args.freeze_base,
-                check={"auto": "auto", "always": True, "never": False}[args.check],
+                check="auto" if args.check == "auto" else args.check == "always",
             )
     except (TypeError, ValueError) as error:
         raise CliError(str(error)) from error
@@ -420,9 +422,10 @@ def _loading_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--read-timeout",
         type=_positive_float,
-        default=READ_TIMEOUT,
+        default=None,
         metavar="SECONDS",
-        help=f"time limit for reading the file, which a corrupt file can make hang (default {READ_TIMEOUT:g})",
+        help="time limit for reading the file, which a corrupt file can make hang (default: 10 s plus 1 s "
+        "per 10 MB of the file)",
     )
     _common_options(sub)
 
@@ -521,8 +524,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupted(BaseException):
+    """A signal that ends the command (SIGTERM, SIGHUP), raised where the command is, as Ctrl-C is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM and SIGHUP raise `_Interrupted`, so that cleanup runs on the way out.
+
+    (Their default would end the process at once: a temporary file left beside
+    the output, and no chance to stop the file reader.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise _Interrupted(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            previous[getattr(signal, name)] = signal.signal(getattr(signal, name), interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (0, 1 on failure, 2 on usage errors).
+
+    Interrupted by Ctrl-C, SIGTERM or SIGHUP, it stops its file reader, removes
+    what it was writing, says so in one line and returns 128 plus the signal's
+    number (130 for Ctrl-C).
 
     Keeps TensorFlow's start-up log lines off the terminal unless the user set
     `TF_CPP_MIN_LOG_LEVEL`: this is the only place the package sets an
@@ -537,8 +577,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("OUTPUT must differ from INPUT: the input file is never overwritten")
     logs: list[str] = []
     try:
-        with _native_logs_captured(capture, logs):
+        with _signals_interrupt(), _native_logs_captured(capture, logs):
             return int(args.run(args))
+    except (KeyboardInterrupt, _Interrupted) as error:
+        signum = error.signum if isinstance(error, _Interrupted) else signal.SIGINT
+        print(f"{PROG}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + int(signum)
     except CliError as error:
         _report(str(error), error, args.debug, logs)
     except Exception as error:  # a failure nobody foresaw still ends in one line
