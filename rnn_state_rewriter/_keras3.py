@@ -14,6 +14,7 @@ import keras
 from keras.src.models.functional import Functional
 from keras.src.saving.serialization_lib import SafeModeScope
 
+import rnn_state_rewriter.activations  # noqa: F401  (registers Keras 2's hard_sigmoid for Keras 3 files)
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN
 from rnn_state_rewriter.states import recurrent_kind
 from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
@@ -211,6 +212,15 @@ def predict(model: Any, inputs: Any) -> Any:
         return run(trainable, non_trainable, inputs)
     except Exception:  # noqa: BLE001 (strings, lookup tables or Python reading values cannot be traced)
         return model(inputs, training=False)
+
+
+def model_from_legacy_config(config: dict[str, Any], custom_objects: dict[str, Any], safe_mode: bool = True) -> Any:
+    """A model from a Keras 2 model config, as Keras 3's own reader of `.h5` files builds it."""
+    from keras.src.legacy.saving import saving_options, saving_utils
+
+    legacy = saving_options.keras_option_scope(use_legacy_config=True)
+    with legacy, SafeModeScope(safe_mode), keras.saving.custom_object_scope(custom_objects):
+        return saving_utils.model_from_config(config, custom_objects=custom_objects)
 
 
 def carried_states(model: Any) -> list[Any]:

@@ -83,14 +83,17 @@ def read_limit(path: str) -> float:
     return BASE_SECONDS + bytes_read(path) * SECONDS_PER_BYTE
 
 
-def probe(path: str, timeout: float | None = None) -> Metadata:
+def probe(path: str, timeout: float | None = None, *, weights_only: bool = False) -> Metadata:
     """Reads `path` in a child process killed after `timeout` seconds (None: `read_limit(path)`).
+
+    With `weights_only`, `path` may be an `.h5` file of weights without a model config.
 
     Raises:
         ProbeError: the file cannot be read safely, or the child did not finish in time.
     """
     limit = read_limit(path) if timeout is None else timeout
     command = [sys.executable, "-c", _RUN_AS_SCRIPT, os.path.abspath(__file__), os.path.abspath(path), str(os.getpid())]
+    command += ["weights"] if weights_only else []
     try:
         done = subprocess.run(command, capture_output=True, timeout=limit, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -115,8 +118,13 @@ def probe(path: str, timeout: float | None = None) -> Metadata:
 # ---------------------------------------------------------------- the child's side
 
 
-def read_metadata(path: str) -> dict[str, Any]:
-    """Reads every part of a model file; returns its generation and whether it carries code."""
+def read_metadata(path: str, weights_only: bool = False) -> dict[str, Any]:
+    """Reads every part of a model file (or, if `weights_only`, an `.h5` file of weights too).
+
+    Returns its generation and whether it carries code.
+    """
+    if weights_only:
+        return _read_hdf5_model(path, weights_only=True)
     if os.path.isdir(path):
         return _read_folder(path)
     if zipfile.is_zipfile(path):
@@ -155,7 +163,7 @@ def _read_zip(path: str) -> dict[str, Any]:
     return _answer(str(metadata.get("keras_version", "3")).split(".")[0], config)
 
 
-def _read_hdf5_model(path: str) -> dict[str, Any]:
+def _read_hdf5_model(path: str, weights_only: bool = False) -> dict[str, Any]:
     import h5py
 
     try:
@@ -166,6 +174,8 @@ def _read_hdf5_model(path: str) -> dict[str, Any]:
         _read_every_object(handle)
         version = handle.attrs.get("keras_version", b"2")
         config = handle.attrs.get("model_config")
+    if config is None and weights_only:
+        return {"generation": _text(version).split(".")[0], "carries_code": False}
     if config is None:
         raise _Refused("an HDF5 file without a model config (weights only?)")
     json.loads(config)
@@ -196,9 +206,9 @@ def _answer(generation: str, config: bytes) -> dict[str, Any]:
     return {"generation": generation, "carries_code": bool(CODE_CLASSES.search(config))}
 
 
-def _main(path: str) -> None:
+def _main(path: str, weights_only: bool) -> None:
     try:
-        answer = read_metadata(path)
+        answer = read_metadata(path, weights_only)
     except Exception as error:  # whatever a corrupt file makes a reader raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         if not isinstance(error, _Refused):
@@ -225,4 +235,4 @@ def _die_with_parent(parent: int) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2:
         _die_with_parent(int(sys.argv[2]))
-    _main(sys.argv[1])
+    _main(sys.argv[1], sys.argv[3:] == ["weights"])

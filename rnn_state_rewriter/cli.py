@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 PROG = "rnn-state-rewriter"
+CODE_CLASSES_TEXT = re.compile(r'"class_name":\s*"(Lambda|__lambda__)"')
 UNKNOWN_OBJECT = re.compile(  # how Keras 3 and tf-keras say they met a class they do not know
     r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '?([\w.>]+)'?"
     r"|should have a `call` method. The RNN was passed: cell=(\w+)"
@@ -60,11 +61,14 @@ def load_model(
     unsafe: bool = False,
     custom_objects: Sequence[str] = (),
     read_timeout: float | None = None,
+    keras2: bool = False,
 ) -> Any:
     """Loads an untrusted model file in safe mode, choosing the Keras generation from its metadata.
 
     The file is first read in a child process under `read_timeout` seconds
-    (None: a limit that follows the file's size, `_probe.read_limit`);
+    (None: a limit that follows the file's size, `_probe.read_limit`); a
+    Keras 2 file loaded with Keras 3 is converted (`rnn_state_rewriter.keras2`);
+    `keras2` refuses any other file;
     `custom_objects` names modules or `.py` files to import before loading.
     """
     from rnn_state_rewriter._probe import ProbeError, probe
@@ -77,7 +81,11 @@ def load_model(
         metadata = probe(path, read_timeout)
     except ProbeError as error:
         raise CliError(f"{path}: {error}", error.details) from None
-    major = metadata.generation if keras_choice == "auto" else keras_choice
+    if keras2 and metadata.generation != "2":
+        raise CliError(
+            f"{path}: not a Keras 2 file (it was written by Keras {metadata.generation}); nothing to convert"
+        )
+    major = _generation_to_load_with(metadata.generation, keras_choice)
     if not unsafe and metadata.carries_code:
         raise CliError(
             f"{path} carries Python code (a Lambda layer), which loading would run; "
@@ -87,9 +95,39 @@ def load_model(
     objects = import_custom_objects(custom_objects)
     try:
         with _quiet():
+            if major == "3" and metadata.generation == "2":
+                return _read_keras2(path, objects, unsafe)
             return api.models.load_model(path, safe_mode=not unsafe, custom_objects=objects)
+    except CliError:
+        raise
     except Exception as error:  # any failure of Keras to read the file
         raise CliError(_load_failure(path, major, error, bool(custom_objects))) from error
+
+
+def _generation_to_load_with(recorded: str, choice: str) -> str:
+    """`--keras`: auto loads a file with the generation that wrote it, or with Keras 3 where tf-keras is absent."""
+    if choice != "auto":
+        return choice
+    if recorded == "2" and importlib.util.find_spec("tf_keras") is None:
+        return "3"
+    return recorded
+
+
+def _read_keras2(path: str, objects: dict[str, Any], unsafe: bool) -> Any:
+    """A Keras 2 `.h5` model file read into Keras 3 (`rnn_state_rewriter.keras2`)."""
+    from rnn_state_rewriter.keras2 import read_keras2_model
+
+    if os.path.isdir(path):
+        raise CliError(
+            f"{path}: a tf-keras SavedModel folder is read by tf-keras only "
+            "(pip install 'rnn-state-rewriter[tf-keras]'); Keras 3 reads Keras 2 .h5 files"
+        )
+    try:
+        return read_keras2_model(path, custom_objects=objects, safe_mode=not unsafe)
+    except ValueError as error:
+        if UNKNOWN_OBJECT.search(str(error)):
+            raise
+        raise CliError(f"{path}: cannot be read into Keras 3: {str(error).splitlines()[0]}") from error
 
 
 def _load_failure(path: str, major: str, error: Exception, had_custom_objects: bool) -> str:
@@ -302,6 +340,61 @@ def _decision_row(decision: Any) -> list[str]:
     return [path, decision.kind, shapes, result]
 
 
+def command_convert(args: argparse.Namespace) -> int:
+    if os.path.splitext(args.output)[1].lower() != ".keras":
+        raise CliError(f"{args.output}: the conversion writes a Keras 3 model; name it .keras")
+    if os.path.exists(args.output) and not args.force:
+        raise CliError(f"{args.output}: exists; pass --force to replace it")
+    _check_folder(args.output)
+    if args.input.lower().endswith(".json"):
+        model = _keras2_json_and_weights(args)
+    else:
+        if args.weights:
+            raise CliError("--weights goes with a JSON config as INPUT; a .h5 model file holds its weights")
+        model = load_model(args.input, "3", args.unsafe, args.custom_objects or (), args.read_timeout, keras2=True)
+    save_atomically(model, args.output, args.force)
+    import numpy as np
+
+    count = sum(int(np.prod(w.shape)) for w in model.weights)
+    print(f"converted {args.input} to Keras 3: {len(model.layers)} layers, {count} weight values")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _keras2_json_and_weights(args: argparse.Namespace) -> Any:
+    """A model from a Keras 2 JSON config, with the weights of a Keras 2 `.h5` file."""
+    from rnn_state_rewriter._probe import ProbeError, probe
+
+    if not args.weights:
+        raise CliError(f"{args.input}: a JSON config holds no weights; pass --weights WEIGHTS.h5")
+    for path in (args.input, args.weights):
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise CliError(f"{path}: no such readable file")
+    try:
+        if probe(args.weights, args.read_timeout, weights_only=True).generation != "2":
+            raise CliError(f"{args.weights}: not written by Keras 2")
+    except ProbeError as error:
+        raise CliError(f"{args.weights}: {error}", error.details) from None
+    with open(args.input, encoding="utf-8") as handle:
+        text = handle.read()
+    if not args.unsafe and CODE_CLASSES_TEXT.search(text):
+        raise CliError(
+            f"{args.input} carries Python code (a Lambda layer), which loading would run; "
+            "refused. Pass --unsafe to load it if you trust the file."
+        )
+    _keras_api("3")
+    from rnn_state_rewriter.keras2 import keras2_model_from_json, load_keras2_weights
+
+    objects = import_custom_objects(args.custom_objects or ())
+    try:
+        with _quiet():
+            model = keras2_model_from_json(text, custom_objects=objects, safe_mode=not args.unsafe)
+            load_keras2_weights(model, args.weights)
+    except Exception as error:  # any failure to read either file
+        raise CliError(_load_failure(args.input, "3", error, bool(args.custom_objects))) from error
+    return model
+
+
 def command_inspect(args: argparse.Namespace) -> int:
     model = _load(args, args.model)
 
@@ -400,13 +493,15 @@ def _common_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--debug", action="store_true", help="on failure, print the traceback (for bug reports)")
 
 
-def _loading_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--keras",
-        choices=["auto", "3", "2"],
-        default="auto",
-        help="Keras generation to load with: auto reads it from the file (default)",
-    )
+def _loading_options(sub: argparse.ArgumentParser, keras_choice: bool = True) -> None:
+    if keras_choice:
+        sub.add_argument(
+            "--keras",
+            choices=["auto", "3", "2"],
+            default="auto",
+            help="Keras generation to load with: 3 (Keras 3; Keras 2 .h5 files are converted), 2 (tf-keras), "
+            "or auto (default): the one that wrote the file, Keras 3 where tf-keras is not installed",
+        )
     sub.add_argument(
         "--unsafe",
         action="store_true",
@@ -472,6 +567,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     _loading_options(add)
     add.set_defaults(run=command_add)
+
+    convert = commands.add_parser(
+        "convert",
+        help="read a Keras 2 model file into Keras 3",
+        description="Read a Keras 2 (or tf.keras 2.x) .h5 model file, or a Keras 2 JSON config with "
+        "--weights, into Keras 3 (any backend; TensorFlow not needed) with the same predictions, and save "
+        "it as OUTPUT.keras.",
+    )
+    convert.add_argument("input", metavar="INPUT", help="Keras 2 .h5 model file, or .json config (with --weights)")
+    convert.add_argument("output", metavar="OUTPUT", help="where to save the Keras 3 model: .keras")
+    convert.add_argument("--weights", metavar="WEIGHTS", help="the .h5 weights of a JSON config")
+    convert.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    _loading_options(convert, keras_choice=False)
+    convert.set_defaults(run=command_convert)
 
     inspect_ = commands.add_parser(
         "inspect",
