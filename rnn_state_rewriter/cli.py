@@ -108,9 +108,19 @@ def _generation_to_load_with(recorded: str, choice: str) -> str:
     """`--keras`: auto loads a file with the generation that wrote it, or with Keras 3 where tf-keras is absent."""
     if choice != "auto":
         return choice
-    if recorded == "2" and importlib.util.find_spec("tf_keras") is None:
+    if recorded == "2" and not _importable("tf_keras"):
         return "3"
     return recorded
+
+
+def _importable(name: str) -> bool:
+    """Whether a package is installed and not blocked (`sys.modules[name] = None`)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _read_keras2(path: str, objects: dict[str, Any], unsafe: bool) -> Any:

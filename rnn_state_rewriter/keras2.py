@@ -79,6 +79,8 @@ def _translate_object(obj: dict[str, Any]) -> None:
     name, config = obj["class_name"], obj["config"]
     if name == "Sequential" and isinstance(config, list):  # Keras < 2.2.3: the layers alone
         obj["config"] = config = {"name": "sequential", "layers": config}
+    if name == "Sequential":
+        _input_layer_first(config.get("layers", []))
     if name in _CUDNN:
         obj["class_name"] = _CUDNN[name]
         config.update(activation="tanh", recurrent_activation="sigmoid", use_bias=True)
@@ -96,6 +98,25 @@ def _translate_object(obj: dict[str, Any]) -> None:
             config[key] = dict(HARD_SIGMOID) if "module" in obj else HARD_SIGMOID_LEGACY
 
 
+def _input_layer_first(layers: list[dict[str, Any]]) -> None:
+    """A Sequential model whose first layer carries its input shape gets an `InputLayer` with it.
+
+    (Keras 3 reads a `batch_input_shape` on another layer of a legacy config
+    as a shape without the batch axis.)
+    """
+    if not layers or layers[0].get("class_name") == "InputLayer" or not isinstance(layers[0].get("config"), dict):
+        return
+    first = layers[0]["config"]
+    shape = first.pop("batch_input_shape", None)
+    if shape is None:
+        return
+    config = {"batch_input_shape": shape, "dtype": first.get("dtype", "float32"), "name": f"{first['name']}_input"}
+    layer = {"class_name": "InputLayer", "config": config}
+    if "module" in layers[0]:
+        layer.update(module="keras.layers", registered_name=None)
+    layers.insert(0, layer)
+
+
 def translate_config(config: dict[str, Any]) -> dict[str, Any]:
     """A Keras 2 model config (`model.get_config()` with its class name) as Keras 3 reads it; a new dict.
 
@@ -107,9 +128,11 @@ def translate_config(config: dict[str, Any]) -> dict[str, Any]:
     ...     {"class_name": "LSTM", "config": {"name": "lstm", "units": 2, "time_major": False,
     ...      "recurrent_activation": "hard_sigmoid", "batch_input_shape": [None, 5, 3]}}]}
     >>> new = translate_config(old)
-    >>> new["config"]["name"], sorted(new["config"]["layers"][0]["config"])
-    ('sequential', ['batch_input_shape', 'name', 'recurrent_activation', 'units'])
-    >>> new["config"]["layers"][0]["config"]["recurrent_activation"]
+    >>> new["config"]["name"], [layer["class_name"] for layer in new["config"]["layers"]]
+    ('sequential', ['InputLayer', 'LSTM'])
+    >>> sorted(new["config"]["layers"][1]["config"])
+    ['name', 'recurrent_activation', 'units']
+    >>> new["config"]["layers"][1]["config"]["recurrent_activation"]
     'hard_sigmoid_keras2'
 
     ```
