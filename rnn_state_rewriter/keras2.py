@@ -15,7 +15,9 @@ What is translated: the model's class names (`Model` is Keras 3's
 `Functional`), list-form Sequential configs, `CuDNNLSTM` (an `LSTM` with
 `tanh` and `sigmoid`, its two bias vectors summed) and `CuDNNGRU` (a
 `GRU(reset_after=True)`, its kernels reordered as tf-keras reorders them), the
-layer arguments Keras 3 dropped (`time_major`, `Embedding`'s `input_length`)
+layer arguments Keras 3 dropped (`time_major`, `Embedding`'s `input_length`),
+defaults that changed (a `GRU` of Keras < 2.1.3 has no `reset_after`: it
+computed as `reset_after=False`, where Keras 3 and tf-keras default to True),
 and Keras 2's `hard_sigmoid`, kept as the registered
 `rnn_state_rewriter>hard_sigmoid_keras2` so that a `.keras` file of the model
 keeps it. Everything else (the layers around recurrent ones: `Embedding`,
@@ -88,11 +90,17 @@ def _translate_object(obj: dict[str, Any]) -> None:
             config["reset_after"] = True
     if not isinstance(config, dict):
         return
+    for key in ("layer", "backward_layer"):  # a wrapper's layer: Keras 3 reads it in the newer format
+        inner = config.get(key)
+        if isinstance(inner, dict) and "class_name" in inner and "module" not in inner:
+            inner.update(module="keras.layers", registered_name=None)
     if obj["class_name"] in ("LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"):
         for argument in _RNN_ARGUMENTS_DROPPED:
             config.pop(argument, None)
     if obj["class_name"] == "Embedding":
         config.pop("input_length", None)
+    if obj["class_name"] == "GRU":  # Keras < 2.1.3 had no reset_after: it computed as reset_after=False
+        config.setdefault("reset_after", False)
     for key, value in list(config.items()):
         if key.endswith("activation") and _is_hard_sigmoid(value):
             config[key] = dict(HARD_SIGMOID) if "module" in obj else HARD_SIGMOID_LEGACY

@@ -247,3 +247,108 @@ def test_the_command_line_converts_only_keras2_files(keras2_files, tmp_path, cap
     assert main(["convert", str(folder / "gru.h5"), str(tmp_path / "out.h5")]) == 1
     assert "name it .keras" in capsys.readouterr().err
     assert not (tmp_path / "out.keras").exists()
+
+
+# Keras 2 files shipped in PyPI packages: (wheel, member, Keras version that wrote it).
+PYPI_FILES = {
+    "asmscan_bilstm": ("asmscan_bilstm-1.0.0-py3-none-any.whl", "asmscan/bilstm/resources/model/cvms/bass-model1.h5"),
+    "flavorfetcher": (
+        "flavorfetcher-1.0.0-py3-none-any.whl",
+        "flavorfetcher/data/100_2021-04-20 10_38_24.203316_3_epochs_re-run_model.h5",
+    ),
+    "shakkala_simple": ("shakkala-1.7-py3-none-any.whl", "shakkala/model/simple_model.h5"),
+    "shakkala_middle": ("shakkala-1.7-py3-none-any.whl", "shakkala/model/middle_model.h5"),
+}
+
+
+def _gru_reset_after_false(node):
+    if isinstance(node, dict):
+        if node.get("class_name") == "GRU" and isinstance(node.get("config"), dict):
+            node["config"].setdefault("reset_after", False)
+        for value in node.values():
+            _gru_reset_after_false(value)
+    elif isinstance(node, list):
+        for value in node:
+            _gru_reset_after_false(value)
+
+
+def _tf_keras_predictions(path):
+    """What tf-keras predicts with a Keras 2 file on a probe batch of its inputs.
+
+    A `GRU` of Keras < 2.1.3 (shakkala's, Keras 2.0.8) has no `reset_after`
+    in its config; it computed as `reset_after=False`, which tf-keras (whose
+    default is True) is told here, as it cannot load the file otherwise.
+    """
+    import h5py
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "r") as handle:
+        config = json.loads(handle.attrs["model_config"])
+    _gru_reset_after_false(config)
+    if isinstance(config["config"], list):
+        config["config"] = {"name": "sequential", "layers": config["config"]}
+    model = tf_keras.models.model_from_json(json.dumps(config))
+    model.load_weights(path)
+    embeddings = [layer.input_dim for layer in model.layers if type(layer).__name__ == "Embedding"]
+    inputs = []
+    for tensor in model.inputs:
+        shape = [3] + [7 if d is None else d for d in tensor.shape[1:]]
+        if embeddings:
+            inputs.append(rng.integers(1, min(embeddings + [10]), size=shape).astype(tensor.dtype.name))
+        else:
+            inputs.append(rng.normal(size=shape).astype(tensor.dtype.name))
+    return inputs, model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+
+
+@pytest.fixture(scope="module")
+def pypi_files(tmp_path_factory):
+    """The Keras 2 files of `PYPI_FILES`, from wheels in `RSR_KERAS2_WHEELS` (`.ci/run` downloads them)."""
+    import os
+    import zipfile
+
+    wheels = os.environ.get("RSR_KERAS2_WHEELS", "")
+    missing = sorted({w for w, _ in PYPI_FILES.values() if not os.path.isfile(os.path.join(wheels, w))})
+    if missing:
+        pytest.skip(f"set RSR_KERAS2_WHEELS to a folder holding {missing} (pip download --no-deps ...)")
+    folder = tmp_path_factory.mktemp("pypi_keras2")
+    for name, (wheel, member) in PYPI_FILES.items():
+        with zipfile.ZipFile(os.path.join(wheels, wheel)) as archive:
+            (folder / f"{name}.h5").write_bytes(archive.read(member))
+        inputs, y = _tf_keras_predictions(str(folder / f"{name}.h5"))
+        for i, x in enumerate(inputs):
+            np.save(folder / f"{name}_x{i}.npy", x)
+        np.save(folder / f"{name}_y.npy", y)
+    return folder
+
+
+PYPI_READER = textwrap.dedent(
+    """
+    import glob, json, os, sys
+    if os.environ["KERAS_BACKEND"] != "tensorflow":
+        sys.modules["tensorflow"] = None
+        sys.modules["tf_keras"] = None
+    import numpy as np
+    from rnn_state_rewriter.cli import main
+    from rnn_state_rewriter.keras2 import read_keras2_model
+
+    folder, changes = sys.argv[1], {}
+    for name in sys.argv[2:]:
+        inputs = [np.load(p) for p in sorted(glob.glob(os.path.join(folder, name + "_x*.npy")))]
+        expected = np.load(os.path.join(folder, name + "_y.npy"))
+        model = read_keras2_model(os.path.join(folder, name + ".h5"))
+        y = model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+        changes[name] = float(np.abs(np.asarray(y, dtype="float64") - expected).max())
+        out = os.path.join(folder, f"{name}-{os.environ['KERAS_BACKEND']}.keras")
+        assert main(["add", os.path.join(folder, name + ".h5"), out, "--keras", "3", "--force"]) == 0
+    print(json.dumps(changes))
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras2_files_of_pypi_packages_read_into_keras3(pypi_files, backend):
+    result = run_on_backend(backend, PYPI_READER, str(pypi_files), *PYPI_FILES, cwd=pypi_files, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    changes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(changes) == sorted(PYPI_FILES)
+    assert all(change <= 1e-5 for change in changes.values()), changes
