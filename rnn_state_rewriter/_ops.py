@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Protocol
 
-from rnn_state_rewriter.generation import Generation, generation_of
+from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
 
 __all__ = ["GenerationOps", "ops", "ops_for"]
 
@@ -127,9 +127,9 @@ class TfKerasOps:
             raise ValueError(
                 f"Layer '{layer.name}' does not record its input shape; build it on an input with a known shape first."
             )
-        batch_axis, time_axis = (1, 0) if getattr(layer, "time_major", False) else (0, 1)
-        shape[batch_axis] = 1
-        shape[time_axis] = 1
+        axis = batch_axis(layer)
+        shape[axis] = 1
+        shape[1 - axis] = 1  # the time axis
         if any(dim is None for dim in shape):
             raise ValueError(
                 f"Layer '{layer.name}' has an input of unknown shape {tuple(spec.shape)}: "

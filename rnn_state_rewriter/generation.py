@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["Generation", "generation_of"]
+__all__ = ["Generation", "batch_axis", "generation_of"]
 
 
 class Generation(enum.Enum):
@@ -50,3 +50,8 @@ def generation_of(obj: Any, *, argument: str = "layer") -> Generation:
         f"or `tf_keras`). Received: {argument}={obj!r} of type "
         f"{cls.__module__}.{cls.__qualname__}"
     )
+
+
+def batch_axis(layer: Any) -> int:
+    """The axis of a recurrent layer's input that holds the batch: 1 for a `time_major` tf-keras layer, else 0."""
+    return 1 if getattr(layer, "time_major", False) else 0

@@ -119,7 +119,7 @@ def _input_layer_first(layers: list[dict[str, Any]]) -> None:
     if shape is None:
         return
     config = {"batch_input_shape": shape, "dtype": first.get("dtype", "float32"), "name": f"{first['name']}_input"}
-    layer = {"class_name": "InputLayer", "config": config}
+    layer: dict[str, Any] = {"class_name": "InputLayer", "config": config}
     if "module" in layers[0]:
         layer.update(module="keras.layers", registered_name=None)
     layers.insert(0, layer)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import keras
 
 from rnn_state_rewriter._ops import GenerationOps, ops
-from rnn_state_rewriter.generation import Generation, generation_of
+from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
 from rnn_state_rewriter.states import (
     Shape,
     flatten_shapes,
@@ -255,7 +255,7 @@ class TrainableInitialStateMixin:
             regularizer=regularizer,
             constraint=constraint,
             noise_stddev=noise_stddev,
-            batch_axis=1 if getattr(layer, "time_major", False) else 0,
+            batch_axis=batch_axis(layer),
             name=name or f"{layer.name}_initial_state",
             dtype=layer.dtype_policy,
         )
@@ -392,7 +392,7 @@ class TrainableInitialStateRNNMixin:
                 self.state_variables,
                 self._state_shapes,
                 sequences,
-                1 if getattr(layer, "time_major", False) else 0,
+                batch_axis(layer),
                 layer.compute_dtype,
             )
         else:  # tf-keras accepts tensors only
@@ -412,7 +412,7 @@ class TrainableInitialStateRNNMixin:
                 layer's inputs (tf-keras' signature).
         """
         layer: Any = self.layer  # type: ignore[attr-defined]
-        axis = 1 if getattr(layer, "time_major", False) else 0
+        axis = batch_axis(layer)
         sequences = batch_size_or_inputs
         if isinstance(sequences, int) or len(getattr(sequences, "shape", (None,))) == 0:
             sequences, axis = self._ops.batch_of(sequences), 0

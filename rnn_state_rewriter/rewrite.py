@@ -26,12 +26,15 @@ from rnn_state_rewriter import surgery
 from rnn_state_rewriter._adapter import Adapter
 from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check, probe_batch, wants_check
 from rnn_state_rewriter.cloning import clone_layer, compile_like, copy_weights
+from rnn_state_rewriter.generation import batch_axis
 from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, distinct_initializers, per_state
 from rnn_state_rewriter.plan import (
     ADD,
+    SKIP,
     Decision,
     LayerSelection,
     is_graph_model,
+    is_stateful,
     layers_in_tree,
     make_plan,
     model_adapter,
@@ -418,7 +421,7 @@ def retrofit(
 
 def _warn_skipped(planner: Any) -> None:
     for decision in planner.decisions:
-        if decision.reason.startswith("stateful"):
+        if decision.action == SKIP and is_stateful(planner.adapter, decision.layer):
             warnings.warn(
                 f"Layer '{decision.path}' is left without a trainable initial state: {decision.reason}.",
                 UserWarning,
@@ -447,7 +450,7 @@ def _rebuild_graph(
                 regularizer=options["regularizer"],
                 constraint=options["constraint"],
                 noise_stddev=noise_stddev,
-                batch_axis=1 if getattr(layer, "time_major", False) else 0,
+                batch_axis=batch_axis(layer),
                 name=names.new(f"{layer.name}_initial_state"),
                 dtype=layer.dtype_policy,
             )

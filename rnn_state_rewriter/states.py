@@ -21,7 +21,6 @@ from rnn_state_rewriter._ops import ops_for
 
 __all__ = [
     "Shape",
-    "StateShapes",
     "recurrent_kind",
     "is_recurrent",
     "state_shapes",
@@ -32,7 +31,6 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
-StateShapes = Shape | list[Any]  # a shape, or a nested list of them
 
 
 def recurrent_kind(layer: Any) -> str | None:
