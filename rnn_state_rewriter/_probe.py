@@ -177,7 +177,10 @@ def _read_hdf5_model(path: str, weights_only: bool = False) -> dict[str, Any]:
     if config is None and weights_only:
         return {"generation": _text(version).split(".")[0], "carries_code": False}
     if config is None:
-        raise _Refused("an HDF5 file without a model config (weights only?)")
+        raise _Refused(
+            "an HDF5 file of weights only, without a model config; with the Keras 2 JSON config they go "
+            "with: rnn-state-rewriter convert CONFIG.json OUTPUT.keras --weights FILE"
+        )
     json.loads(config)
     return _answer(_text(version).split(".")[0], _text(config).encode())
 

@@ -246,6 +246,8 @@ def test_the_command_line_converts_only_keras2_files(keras2_files, tmp_path, cap
     assert "a JSON config holds no weights; pass --weights WEIGHTS.h5" in capsys.readouterr().err
     assert main(["convert", str(folder / "gru.h5"), str(tmp_path / "out.h5")]) == 1
     assert "name it .keras" in capsys.readouterr().err
+    assert main(["convert", str(folder / "lstm_weights.h5"), str(tmp_path / "out.keras")]) == 1
+    assert "weights only, without a model config" in capsys.readouterr().err
     assert not (tmp_path / "out.keras").exists()
 
 
