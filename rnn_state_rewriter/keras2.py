@@ -11,8 +11,9 @@ Keras 3 with the predictions tf-keras gives:
 - `keras2_model_from_json(text)` then `load_keras2_weights(model, path)`: a
   Keras 2 JSON config and its weights (`save_weights` `.h5`, or a full file).
 
-What is translated: the model's class names (`Model` is Keras 3's
-`Functional`), list-form Sequential configs, `CuDNNLSTM` (an `LSTM` with
+What is translated: list-form Sequential configs, the numbering of a nested
+model's calls (Keras 2 counted the node a model built on its own inputs made
+of itself), `CuDNNLSTM` (an `LSTM` with
 `tanh` and `sigmoid`, its two bias vectors summed) and `CuDNNGRU` (a
 `GRU(reset_after=True)`, its kernels reordered as tf-keras reorders them), the
 layer arguments Keras 3 dropped (`time_major`, `Embedding`'s `input_length`),
@@ -83,6 +84,8 @@ def _translate_object(obj: dict[str, Any]) -> None:
         obj["config"] = config = {"name": "sequential", "layers": config}
     if name == "Sequential":
         _input_layer_first(config.get("layers", []))
+    if name in ("Functional", "Model") and isinstance(config, dict):
+        _renumber_nested_model_nodes(config)
     if name in _CUDNN:
         obj["class_name"] = _CUDNN[name]
         config.update(activation="tanh", recurrent_activation="sigmoid", use_bias=True)
@@ -123,6 +126,50 @@ def _input_layer_first(layers: list[dict[str, Any]]) -> None:
     if "module" in layers[0]:
         layer.update(module="keras.layers", registered_name=None)
     layers.insert(0, layer)
+
+
+_MODELS = ("Sequential", "Functional", "Model")
+
+
+def _has_own_input(layer: dict[str, Any]) -> bool:
+    """Whether a nested model of a Keras 2 config was built on inputs of its own (which made it a node)."""
+    config = layer.get("config")
+    if layer.get("class_name") != "Sequential":
+        return True
+    layers = config if isinstance(config, list) else (config or {}).get("layers", [])
+    return bool(layers) and (
+        layers[0].get("class_name") == "InputLayer" or "batch_input_shape" in layers[0].get("config", {})
+    )
+
+
+def _renumber_nested_model_nodes(config: dict[str, Any]) -> None:
+    """References to a nested model's calls, numbered as Keras 3 numbers them.
+
+    Keras 2 counts the node a model built on its own inputs makes of itself,
+    so its first call is node 1; Keras 3 makes none, so its first call is node 0.
+    """
+    nested = {
+        layer.get("config", {}).get("name", layer.get("name"))
+        for layer in config.get("layers", [])
+        if layer.get("class_name") in _MODELS and _has_own_input(layer)
+    }
+    if not nested:
+        return
+
+    def renumber(reference: Any) -> None:
+        if isinstance(reference, list) and len(reference) >= 3 and isinstance(reference[0], str):
+            if reference[0] not in nested:
+                return
+            if isinstance(reference[1], int) and reference[1] > 0:
+                reference[1] -= 1
+        elif isinstance(reference, list):
+            for item in reference:
+                renumber(item)
+
+    for layer in config.get("layers", []):
+        renumber(layer.get("inbound_nodes", []))
+    renumber(config.get("input_layers", []))
+    renumber(config.get("output_layers", []))
 
 
 def translate_config(config: dict[str, Any]) -> dict[str, Any]:

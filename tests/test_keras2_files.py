@@ -139,6 +139,17 @@ def keras2_files(tmp_path_factory):
     )
     _save(folder, "embedding_mask_zero", embedding, ids)
 
+    inner = K.Sequential(
+        [K.Input((6, 3)), K.layers.LSTM(4, return_sequences=True), K.layers.BatchNormalization(), K.layers.GRU(3)],
+        name="inner",
+    )
+    inner.layers[1].set_weights(
+        [rng.normal(size=w.shape).astype("float32") ** 2 + 0.3 for w in inner.layers[1].weights]
+    )
+    inputs = K.Input((6, 3))
+    twice = K.layers.Concatenate()([inner(inputs), inner(K.layers.Dense(3)(inputs))])  # the submodel's calls 1 and 2
+    _save(folder, "nested_submodel_called_twice", K.Model(inputs, K.layers.Dense(2)(twice)), x)
+
     frames = rng.normal(size=(2, 3, 5, 5, 2)).astype("float32")
     conv = K.Sequential(
         [K.Input((3, 5, 5, 2)), K.layers.ConvLSTM2D(3, 3, padding="same"), K.layers.Flatten(), K.layers.Dense(1)]
