@@ -215,8 +215,9 @@ def dense_on_zero_input(K, kind: str, units: int) -> Callable[[object], list]:
 # as fresh pages, and the page faults they cost varied from 6,000 to 160,000 per LSTM train step between
 # three models of the same layer (PyTorch 2.13, Keras 3.15), far above a 2% difference. Fixed thresholds
 # (the largest mmap threshold glibc accepts, a trim threshold never reached) keep those blocks in the heap.
-# `overhead.py`, `torch_gru_cost.py` and `process_spread.py` ask for them (`child_env(..., steady_heap=True)`);
-# `torch_heap.py` compares both; `retrofit.py`, which measures memory, does not.
+# `overhead.py` and the investigations `docs/investigations/torch_gru_cost.py` and `process_spread.py` ask
+# for them (`child_env(..., steady_heap=True)`); `docs/investigations/torch_heap.py` compares both;
+# `retrofit.py`, which measures memory, does not.
 TORCH_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
 
 

@@ -19,7 +19,8 @@ come back as fresh, page-faulting memory otherwise depends on the heap's
 history, which varies from model to model by far more than 2%.
 `--flush-denormal` measures PyTorch a second time with
 `torch.set_flush_denormal(True)`, as TensorFlow and XLA flush subnormal numbers
-on the CPU by default (`torch_gru_cost.py` shows why that matters here).
+on the CPU by default (`docs/investigations/torch_gru_cost.py` shows why
+that matters here).
 
 After a warm-up, every variant is timed once per round over interleaved rounds
 (at least 31) in a shuffled order. Per row the table gives the median time and
@@ -215,7 +216,8 @@ def main() -> None:
         "--flush-denormal",
         action="store_true",
         help="measure PyTorch a second time with torch.set_flush_denormal(True), rows labelled "
-        f"'torch {FLUSHED}' (TensorFlow and XLA flush subnormal numbers on the CPU by default; see torch_gru_cost.py)",
+        f"'torch {FLUSHED}' (TensorFlow and XLA flush subnormal numbers on the CPU by default; "
+        "see docs/investigations/torch_gru_cost.py)",
     )
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 31)

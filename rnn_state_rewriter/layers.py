@@ -472,8 +472,8 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer):
         training: whether noise is added.
 
     Returns:
-        The states, a list (nested for stacked cells) of tensors of shape
-        `(batch, *state_shape)`.
+        states (list): the states, nested for stacked cells, each a tensor of
+        shape `(batch, *state_shape)`.
 
     Raises:
         ValueError: for empty `state_shapes`, a per-state list of the wrong
@@ -527,7 +527,7 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
         training: training mode, forwarded to the wrapped layer.
 
     Returns:
-        What the wrapped layer returns.
+        outputs (tensor | list): what the wrapped layer returns.
 
     Raises:
         TypeError: if `layer` is not a recurrent Keras layer.

@@ -36,7 +36,7 @@ and what a float32 matmul whose exact result is subnormal returns, in
 PyTorch under both settings and, with `--others PYTHON` (an interpreter with
 TensorFlow and JAX), in TensorFlow, TensorFlow with XLA, and JAX.
 
-    KERAS_BACKEND=torch python benchmarks/torch_gru_cost.py [--rounds 21] [--quick] [--others .venv/bin/python]
+    KERAS_BACKEND=torch python docs/investigations/torch_gru_cost.py [--rounds 21] [--quick] [--others .venv/bin/python]
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the benchmarks' shared helpers (_common.py)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "benchmarks"))
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 UNITS, BATCH, STEPS, FEATURES = 256, 64, 100, 32

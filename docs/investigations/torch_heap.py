@@ -14,7 +14,7 @@ train step and its median wall-clock time, in two child processes: glibc's
 defaults, and the thresholds fixed as `overhead.py` and `torch_gru_cost.py` run
 them (`_common.TORCH_MALLOC`).
 
-    KERAS_BACKEND=torch python benchmarks/torch_heap.py [--steps 7] [--quick]
+    KERAS_BACKEND=torch python docs/investigations/torch_heap.py [--steps 7] [--quick]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the benchmarks' shared helpers (_common.py)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "benchmarks"))
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 UNITS, BATCH, STEPS, FEATURES = 256, 64, 100, 32

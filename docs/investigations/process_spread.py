@@ -38,10 +38,10 @@ ratios by the plain model's order and the variant's. `--timeline` shows what
 that order does: one process's train steps under TensorFlow's profiler, with
 the span of each loop and the time the backward loop's threads sit idle.
 
-    python benchmarks/process_spread.py [--processes 5] [--rounds 21] [--layer LSTM|GRU|Bidirectional]
-    python benchmarks/process_spread.py --inter-op 1
-    python benchmarks/process_spread.py --graphs
-    python benchmarks/process_spread.py --timeline [--rounds 6]
+    python docs/investigations/process_spread.py [--processes 5] [--rounds 21] [--layer LSTM|GRU|Bidirectional]
+    python docs/investigations/process_spread.py --inter-op 1
+    python docs/investigations/process_spread.py --graphs
+    python docs/investigations/process_spread.py --timeline [--rounds 6]
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the benchmarks' shared helpers (_common.py)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "benchmarks"))
 
 UNITS, BATCH, STEPS, FEATURES = 256, 64, 100, 32
 RETROFITTED, FROZEN, ZEROS, DENSE = (
