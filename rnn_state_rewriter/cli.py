@@ -667,8 +667,9 @@ def _signals_interrupt() -> Iterator[None]:
 
     previous = {}
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            previous[getattr(signal, name)] = signal.signal(getattr(signal, name), interrupt)
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:  # `nohup` ignores SIGHUP: kept
+            previous[signum] = signal.signal(signum, interrupt)
     try:
         yield
     finally:

@@ -24,8 +24,21 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 def start(tmp_path: Path, *args: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "rnn_state_rewriter", *args]
     return subprocess.Popen(
-        command, cwd=tmp_path, env=backend_env(BACKEND), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        env=backend_env(BACKEND),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_in_a_terminal,
     )
+
+
+def _as_in_a_terminal() -> None:
+    """The signals' default actions, as a command run in a terminal has them (a shell's background job,
+    such as a CI script started with `&`, ignores SIGINT, and `nohup` SIGHUP: the command keeps that)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def reader_of(process: subprocess.Popen, within: float = 60.0) -> int:
@@ -66,6 +79,26 @@ def test_a_signal_ends_the_command_in_one_line_and_leaves_no_reader(tmp_path, si
     assert stderr.strip().splitlines() == [f"rnn-state-rewriter: interrupted by {signum.name}"]
     assert gone(reader), f"the reader {reader} still runs after {signum.name}"
     assert list(tmp_path.iterdir()) == [], "something was written"
+
+
+def test_a_signal_the_command_was_started_ignoring_stays_ignored(tmp_path):
+    """`nohup rnn-state-rewriter ...` keeps running when the terminal hangs up."""
+    command = [sys.executable, "-m", "rnn_state_rewriter", "inspect", str(HANGS), "--read-timeout", "300"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=backend_env(BACKEND),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    reader = reader_of(process)
+    process.send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert process.poll() is None and not gone(reader, within=0), "SIGHUP ended a command started ignoring it"
+    process.kill()
+    process.communicate(timeout=60)
 
 
 def test_the_reader_dies_with_a_command_that_is_killed(tmp_path):
