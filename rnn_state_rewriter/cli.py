@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 PROG = "rnn-state-rewriter"
-CODE_CLASSES_TEXT = re.compile(r'"class_name":\s*"(Lambda|__lambda__)"')
 UNKNOWN_OBJECT = re.compile(  # how Keras 3 and tf-keras say they met a class they do not know
     r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '?([\w.>]+)'?"
     r"|should have a `call` method. The RNN was passed: cell=(\w+)"
@@ -87,10 +86,7 @@ def load_model(
         )
     major = _generation_to_load_with(metadata.generation, keras_choice)
     if not unsafe and metadata.carries_code:
-        raise CliError(
-            f"{path} carries Python code (a Lambda layer), which loading would run; "
-            "refused. Pass --unsafe to load it if you trust the file."
-        )
+        raise _carries_code(path)
     api = _keras_api(major)
     objects = import_custom_objects(custom_objects)
     try:
@@ -102,6 +98,13 @@ def load_model(
         raise
     except Exception as error:  # any failure of Keras to read the file
         raise CliError(_load_failure(path, major, error, bool(custom_objects))) from error
+
+
+def _carries_code(path: str) -> CliError:
+    return CliError(
+        f"{path} carries Python code (a Lambda layer), which loading would run; "
+        "refused. Pass --unsafe to load it if you trust the file."
+    )
 
 
 def _generation_to_load_with(recorded: str, choice: str) -> str:
@@ -373,7 +376,7 @@ def command_convert(args: argparse.Namespace) -> int:
 
 def _keras2_json_and_weights(args: argparse.Namespace) -> Any:
     """A model from a Keras 2 JSON config, with the weights of a Keras 2 `.h5` file."""
-    from rnn_state_rewriter._probe import ProbeError, probe
+    from rnn_state_rewriter._probe import CODE_CLASSES, ProbeError, probe
 
     if not args.weights:
         raise CliError(f"{args.input}: a JSON config holds no weights; pass --weights WEIGHTS.h5")
@@ -387,11 +390,8 @@ def _keras2_json_and_weights(args: argparse.Namespace) -> Any:
         raise CliError(f"{args.weights}: {error}", error.details) from None
     with open(args.input, encoding="utf-8") as handle:
         text = handle.read()
-    if not args.unsafe and CODE_CLASSES_TEXT.search(text):
-        raise CliError(
-            f"{args.input} carries Python code (a Lambda layer), which loading would run; "
-            "refused. Pass --unsafe to load it if you trust the file."
-        )
+    if not args.unsafe and CODE_CLASSES.search(text.encode()):
+        raise _carries_code(args.input)
     _keras_api("3")
     from rnn_state_rewriter.keras2 import keras2_model_from_json, load_keras2_weights
 

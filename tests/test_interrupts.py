@@ -21,7 +21,8 @@ HANGS = Path(__file__).parent / "data" / "hang_tf_keras_bit_flips.h5"
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
 
 
-def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+def start(tmp_path: Path, *args: str, ignoring: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
+    """The command, started as a terminal starts it, or with the signals `ignoring` ignored (as `nohup` does)."""
     command = [sys.executable, "-m", "rnn_state_rewriter", *args]
     return subprocess.Popen(
         command,
@@ -30,15 +31,15 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_as_in_a_terminal,
+        preexec_fn=lambda: _as_in_a_terminal(ignoring),
     )
 
 
-def _as_in_a_terminal() -> None:
+def _as_in_a_terminal(ignoring: tuple[signal.Signals, ...] = ()) -> None:
     """The signals' default actions, as a command run in a terminal has them (a shell's background job,
     such as a CI script started with `&`, ignores SIGINT, and `nohup` SIGHUP: the command keeps that)."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_IGN if signum in ignoring else signal.SIG_DFL)
 
 
 def reader_of(process: subprocess.Popen, within: float = 60.0) -> int:
@@ -83,16 +84,7 @@ def test_a_signal_ends_the_command_in_one_line_and_leaves_no_reader(tmp_path, si
 
 def test_a_signal_the_command_was_started_ignoring_stays_ignored(tmp_path):
     """`nohup rnn-state-rewriter ...` keeps running when the terminal hangs up."""
-    command = [sys.executable, "-m", "rnn_state_rewriter", "inspect", str(HANGS), "--read-timeout", "300"]
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=backend_env(BACKEND),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
-    )
+    process = start(tmp_path, "inspect", str(HANGS), "--read-timeout", "300", ignoring=(signal.SIGHUP,))
     reader = reader_of(process)
     process.send_signal(signal.SIGHUP)
     time.sleep(2)
