@@ -26,7 +26,8 @@ def hard_sigmoid_keras2(x: Any) -> Any:
     ```python
     >>> import numpy as np
     >>> from rnn_state_rewriter.activations import hard_sigmoid_keras2
-    >>> np.asarray(hard_sigmoid_keras2(np.array([-3.0, -1.0, 0.0, 1.0, 3.0]))).round(2).tolist()
+    >>> y = hard_sigmoid_keras2(np.array([-3.0, -1.0, 0.0, 1.0, 3.0]))
+    >>> np.asarray(y, dtype='float64').round(2).tolist()
     [0.0, 0.3, 0.5, 0.7, 1.0]
 
     ```
