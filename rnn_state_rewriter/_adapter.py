@@ -1,21 +1,23 @@
-"""The adapter interface, and the adapter of each Keras generation.
+"""The one seam between the package and a Keras generation: the `Adapter` protocol.
 
-Keras 3 and tf-keras walk and rebuild a functional graph differently. Those
-differences live in two modules that satisfy the `Adapter` protocol below,
+Keras 3 and tf-keras differ in their tensor operations, in how a functional
+graph is walked and rebuilt, and in how weights, state and files are kept.
+Each generation has one module that satisfies `Adapter`:
 `rnn_state_rewriter._keras3` and `rnn_state_rewriter._tf_keras` (mypy checks
-both against it). The rewrite and the command line are written once against
-`Adapter` and get the right module from `adapter_for(model)`.
+both against it). Every read of a private Keras attribute and every branch on
+the generation lives in those two modules. The rest of the package is written
+once against `Adapter`, and gets the right module from `adapter_for(obj)`, once
+per public call, or through the `GenerationOf` attribute of its layer classes.
 
-Imports flow one way: `generation` <- `_ops` <- `states` <- `layers` <- the
-adapters <- this module <- `rewrite`. Nothing below this module imports it,
-and `_tf_keras` (hence `tf_keras` and TensorFlow) is imported only when a
-tf-keras object is seen.
+This module imports neither generation: `adapter(generation)` imports its
+module on first use, so `_tf_keras` (hence `tf_keras` and TensorFlow) is
+imported only when a tf-keras object is seen.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -60,6 +62,49 @@ class Adapter(Protocol):
         ...
 
     @property
+    def SAVE_EXTENSIONS(self) -> tuple[str, ...]:  # noqa: N802 (a constant)
+        """The file extensions `model.save` writes whole models to ("" is a SavedModel folder)."""
+        ...
+
+    def backend(self) -> str:
+        """The backend this generation's models run on: `tensorflow`, `jax` or `torch`."""
+        ...
+
+    # The tensor operations of the layers.
+
+    def zero_state(self, layer: Any) -> Any:
+        """The built recurrent layer's zero state for a batch of one."""
+        ...
+
+    def batch_size(self, inputs: Any, axis: int) -> Any:
+        """The size of `axis` of the first tensor of `inputs` (static or dynamic)."""
+        ...
+
+    def broadcast_to_batch(self, value: Any, size: Any, shape: Sequence[int], dtype: Any) -> Any:
+        """`value` (of `shape`) cast to `dtype` and repeated along a new leading batch axis of `size`."""
+        ...
+
+    def noise_source(self) -> Any:
+        """What `normal` draws from: a seed generator owned by the layer, or None."""
+        ...
+
+    def normal(self, like: Any, stddev: float, source: Any) -> Any:
+        """Gaussian noise with the shape and dtype of the tensor `like`."""
+        ...
+
+    def to_tensor(self, value: Any) -> Any: ...
+
+    def batch_of(self, size: Any) -> Any:
+        """A tensor of shape `(size,)`: what reads as a batch of that size."""
+        ...
+
+    def mask_of(self, tensor: Any) -> Any:
+        """The Keras mask a tensor carries, or None."""
+        ...
+
+    # The graph of Functional and Sequential models, and the layers in them.
+
+    @property
     def RUNTIME_MASKS(self) -> bool:  # noqa: N802 (a constant)
         """Whether masks can reach a layer at run time where the graph shows none."""
         ...
@@ -73,6 +118,10 @@ class Adapter(Protocol):
     def is_sequential(self, model: Any) -> bool: ...
 
     def call_sites(self, model: Any) -> Iterator[CallSite]: ...
+
+    def fresh_input(self, tensor: Any) -> Any:
+        """A new model input like `tensor`, an input of a model."""
+        ...
 
     def model_inputs(self, model: Any) -> Any: ...
 
@@ -141,15 +190,9 @@ class Adapter(Protocol):
         ...
 
 
-_ADAPTER_MODULES = {
-    Generation.KERAS3: "rnn_state_rewriter._keras3",
-    Generation.TF_KERAS: "rnn_state_rewriter._tf_keras",
-}
-
-
 def adapter(generation: Generation) -> Adapter:
     """Returns the adapter module of a generation, importing it on first use."""
-    return cast(Adapter, importlib.import_module(_ADAPTER_MODULES[generation]))
+    return cast(Adapter, importlib.import_module(generation.module))
 
 
 def adapter_for(obj: Any, *, argument: str = "layer") -> Adapter:

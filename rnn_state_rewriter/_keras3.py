@@ -1,16 +1,21 @@
-"""Keras 3 adapter: what differs from tf-keras, and nothing else.
+"""Keras 3, on any backend: what differs from tf-keras, and nothing else.
 
-The same names exist in `rnn_state_rewriter._tf_keras`; see `generation.py`.
+One of the two implementations of `rnn_state_rewriter._adapter.Adapter` (the
+other is `rnn_state_rewriter._tf_keras`): the tensor operations the layers use
+(`keras.ops`, `keras.random`, `keras.tree`, which run on TensorFlow, JAX and
+PyTorch), how a model's graph is read and rebuilt, how weights and state are
+copied and saved. Every read of a private Keras attribute lives here.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
+from keras.src.backend import get_keras_mask
 from keras.src.models.functional import Functional
 from keras.src.saving.serialization_lib import SafeModeScope
 
@@ -29,6 +34,17 @@ flatten_tensors: Callable[[Any], list[Any]] = keras.tree.flatten
 
 __all__ = [
     "keras_api",
+    "SAVE_EXTENSIONS",
+    "backend",
+    "zero_state",
+    "batch_size",
+    "broadcast_to_batch",
+    "noise_source",
+    "normal",
+    "to_tensor",
+    "batch_of",
+    "mask_of",
+    "fresh_input",
     "predict",
     "TrainableInitialState",
     "TrainableInitialStateRNN",
@@ -60,6 +76,69 @@ __all__ = [
 ]
 
 
+# The file extensions `model.save` writes whole models to.
+SAVE_EXTENSIONS = (".keras",)
+
+
+def backend() -> str:
+    """The backend models of this generation run on: `tensorflow`, `jax` or `torch`."""
+    return keras.backend.backend()
+
+
+# The tensor operations of the layers (`rnn_state_rewriter.layers`).
+
+
+def zero_state(layer: Any) -> Any:
+    """The built recurrent layer's zero state for a batch of one."""
+    try:
+        return layer.get_initial_state(batch_size=1)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Could not derive the state shapes of layer '{layer.name}' from its "
+            f"`get_initial_state`: {error}. If its input has unknown spatial "
+            "dimensions, give them in `Input(shape=...)`."
+        ) from error
+
+
+def batch_size(inputs: Any, axis: int) -> Any:
+    """The size of `axis` of the first tensor of `inputs` (static or dynamic)."""
+    return keras.ops.shape(keras.tree.flatten(inputs)[0])[axis]
+
+
+def broadcast_to_batch(value: Any, size: Any, shape: Sequence[int], dtype: Any) -> Any:
+    """`value` (of `shape`) cast to `dtype` and repeated along a new leading batch axis of `size`."""
+    if keras.backend.standardize_dtype(value.dtype) != keras.backend.standardize_dtype(dtype):
+        value = keras.ops.cast(value, dtype)
+    return keras.ops.broadcast_to(value, (size, *shape))  # a new leading axis, as broadcasting prepends
+
+
+def noise_source() -> Any:
+    """What `normal` draws from: a seed generator, owned by the layer that asks for it."""
+    return keras.random.SeedGenerator()
+
+
+def normal(like: Any, stddev: float, source: Any) -> Any:
+    """Gaussian noise with the shape and dtype of the tensor `like`."""
+    return keras.random.normal(keras.ops.shape(like), stddev=stddev, dtype=like.dtype, seed=source)
+
+
+def to_tensor(value: Any) -> Any:
+    return keras.ops.convert_to_tensor(value)
+
+
+def batch_of(size: Any) -> Any:
+    """A tensor of shape `(size,)`: what reads as a batch of that size."""
+    return keras.ops.zeros((size,))
+
+
+def mask_of(tensor: Any) -> Any:
+    """The Keras mask a tensor carries, or None (JAX and PyTorch arrays keep it outside the tensor)."""
+    return get_keras_mask(tensor)
+
+
+# The graph of Functional and Sequential models.
+
+
 def is_keras_tensor(value: Any) -> bool:
     return isinstance(value, keras.KerasTensor)
 
@@ -85,6 +164,12 @@ def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any
             if node.operation is None or node.is_input:
                 continue
             yield node.operation, node.arguments.args, node.arguments.kwargs, list(node.outputs)
+
+
+def fresh_input(tensor: Any) -> Any:
+    """A new model input like `tensor`, an input of a model, made from its `InputLayer`'s config."""
+    layer = tensor._keras_history[0]
+    return type(layer).from_config(layer.get_config()).output
 
 
 def model_inputs(model: Any) -> Any:

@@ -23,10 +23,12 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+from rnn_state_rewriter.generation import Generation
+
 __all__ = ["ADAPTERS", "install"]
 
 # A generation's package -> the module that registers the package's classes with it.
-ADAPTERS = {"keras": "rnn_state_rewriter._keras3", "tf_keras": "rnn_state_rewriter._tf_keras"}
+ADAPTERS = {generation.package: generation.module for generation in Generation}
 
 
 def _register(adapter: str) -> None:

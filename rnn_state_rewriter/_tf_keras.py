@@ -1,22 +1,33 @@
-"""tf-keras (Keras 2) adapter: what differs from Keras 3, and nothing else.
+"""tf-keras (Keras 2), on TensorFlow: what differs from Keras 3, and nothing else.
+
+One of the two implementations of `rnn_state_rewriter._adapter.Adapter` (the
+other is `rnn_state_rewriter._keras3`): the tensor operations the layers use
+(TensorFlow's), how a model's graph is read and rebuilt, how weights and state
+are copied and saved, and the tf-keras twins of the public layers, registered
+so that saved models load. Every read of a private tf-keras attribute lives here.
 
 Imported only when a tf-keras object is seen (or `tf_keras` was imported
-already). Importing it makes and registers the tf-keras twins of the public
-layers (`rnn_state_rewriter.layers.layer_classes`), so that saved models load.
+already), so that nothing else imports `tf_keras` or TensorFlow.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-from rnn_state_rewriter.generation import Generation
-from rnn_state_rewriter.layers import layer_classes
+from rnn_state_rewriter.generation import Generation, batch_axis
+from rnn_state_rewriter.layers import (
+    PACKAGE,
+    GenerationOf,
+    TrainableInitialStateMixin,
+    TrainableInitialStateRNNMixin,
+    twin_of,
+)
 from rnn_state_rewriter.states import recurrent_kind
 from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
 
@@ -30,6 +41,17 @@ flatten_tensors: Callable[[Any], list[Any]] = tf.nest.flatten
 
 __all__ = [
     "keras_api",
+    "SAVE_EXTENSIONS",
+    "backend",
+    "zero_state",
+    "batch_size",
+    "broadcast_to_batch",
+    "noise_source",
+    "normal",
+    "to_tensor",
+    "batch_of",
+    "mask_of",
+    "fresh_input",
     "predict",
     "TrainableInitialState",
     "TrainableInitialStateRNN",
@@ -61,7 +83,113 @@ __all__ = [
 ]
 
 
-TrainableInitialState, TrainableInitialStateRNN = layer_classes(Generation.TF_KERAS)
+_register = tf_keras.saving.register_keras_serializable(package=PACKAGE)
+
+
+class _Twin:
+    """What the tf-keras twins of the public layers share."""
+
+    __module__ = "rnn_state_rewriter.layers"  # where their Keras 3 twins live; saved configs name it
+    _keras = GenerationOf(Generation.TF_KERAS)
+
+    def _should_use_autograph(self) -> bool:
+        # tf-keras runs the `call` of layers defined outside it through AutoGraph,
+        # which transpiles every function `call` reaches, once per process (0.6 s
+        # of a first retrofit); `call` has no Python control flow on tensors.
+        return False
+
+
+@_register
+@twin_of("TrainableInitialState")
+class TrainableInitialState(_Twin, TrainableInitialStateMixin, tf_keras.layers.Layer):
+    """tf-keras twin of `rnn_state_rewriter.TrainableInitialState`."""
+
+    __module__ = "rnn_state_rewriter.layers"
+
+
+@_register
+@twin_of("TrainableInitialStateRNN")
+class TrainableInitialStateRNN(_Twin, TrainableInitialStateRNNMixin, tf_keras.layers.Wrapper):
+    """tf-keras twin of `rnn_state_rewriter.TrainableInitialStateRNN`."""
+
+    __module__ = "rnn_state_rewriter.layers"
+
+
+# The file extensions `model.save` writes whole models to; "" is a SavedModel folder.
+SAVE_EXTENSIONS = (".keras", ".h5", "")
+
+
+def backend() -> str:
+    """The backend models of this generation run on: always TensorFlow."""
+    return "tensorflow"
+
+
+# The tensor operations of the layers (`rnn_state_rewriter.layers`).
+
+
+def zero_state(layer: Any) -> Any:
+    """The layer's initial state on zero inputs (a batch of one), nested inputs included (`rnn((x1, x2))`)."""
+    spec = layer.input_spec[0] if isinstance(layer.input_spec, list) else layer.input_spec
+    return layer.get_initial_state(tf.nest.map_structure(lambda s: _zeros(layer, s), spec))
+
+
+def _zeros(layer: Any, spec: Any) -> Any:
+    shape = list(spec.shape) if spec is not None and spec.shape is not None else None
+    if shape is None:
+        raise ValueError(
+            f"Layer '{layer.name}' does not record its input shape; build it on an input with a known shape first."
+        )
+    axis = batch_axis(layer)
+    shape[axis] = 1
+    shape[1 - axis] = 1  # the time axis
+    if any(dim is None for dim in shape):
+        raise ValueError(
+            f"Layer '{layer.name}' has an input of unknown shape {tuple(spec.shape)}: "
+            "a trainable initial state needs static dimensions. Give the input "
+            "its spatial dimensions (e.g. `Input((time, 32, 32, 3))`)."
+        )
+    return tf.zeros(shape, dtype=layer.dtype or "float32")
+
+
+def batch_size(inputs: Any, axis: int) -> Any:
+    """The size of `axis` of the first tensor of `inputs`: a slice of the shape, which TensorFlow's static
+    shape inference reads (a fixed batch stays known)."""
+    return tf.shape(tf.nest.flatten(inputs)[0])[axis]
+
+
+def broadcast_to_batch(value: Any, size: Any, shape: Sequence[int], dtype: Any) -> Any:
+    """`value` (of `shape`) cast to `dtype` and repeated along a new leading batch axis of `size`."""
+    value = tf.convert_to_tensor(value)
+    if value.dtype != tf.as_dtype(dtype):
+        value = tf.cast(value, dtype)
+    return tf.broadcast_to(value, tf.stack([size, *shape]))  # a new leading axis, as broadcasting prepends
+
+
+def noise_source() -> Any:
+    """None: TensorFlow's `random.normal` draws from the global generator."""
+    return None
+
+
+def normal(like: Any, stddev: float, source: Any) -> Any:
+    """Gaussian noise with the shape and dtype of the tensor `like`."""
+    return tf.random.normal(tf.shape(like), stddev=stddev, dtype=like.dtype)
+
+
+def to_tensor(value: Any) -> Any:
+    return tf.convert_to_tensor(value)
+
+
+def batch_of(size: Any) -> Any:
+    """A tensor of shape `(size,)`: what reads as a batch of that size."""
+    return tf.zeros(tf.reshape(size, [1]))
+
+
+def mask_of(tensor: Any) -> Any:
+    """The Keras mask a tensor carries, or None."""
+    return getattr(tensor, "_keras_mask", None)
+
+
+# The graph of Functional and Sequential models.
 
 
 def is_keras_tensor(value: Any) -> bool:
@@ -92,6 +220,12 @@ def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any
                 dict(node.call_kwargs),
                 tf.nest.flatten(node.outputs),
             )
+
+
+def fresh_input(tensor: Any) -> Any:
+    """A new model input like `tensor`, an input of a model, made from its `InputLayer`'s config."""
+    layer = tensor._keras_history[0]
+    return type(layer).from_config(layer.get_config()).output
 
 
 def model_inputs(model: Any) -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter.generation import KERAS_PACKAGES
 from rnn_state_rewriter.plan import layers_in_tree
 
 __all__ = ["RetrofitMismatchError", "Probe", "check_copy", "needs_check", "probe_batch", "wants_check"]
@@ -93,7 +94,7 @@ def _unvouched(layer: Any) -> str | None:
     if module.split(".")[0] == "rnn_state_rewriter":
         return None
     keras_layer = ".layers." in module or module.endswith(".input_layer")
-    if module.split(".")[0] not in ("keras", "tf_keras") or not keras_layer or cls.__name__ == "Lambda":
+    if module.split(".")[0] not in KERAS_PACKAGES or not keras_layer or cls.__name__ == "Lambda":
         return f"its class {cls.__name__} runs code the rewrite cannot read"
     if ".preprocessing." in module:
         return "its state is more than its variables"

@@ -238,13 +238,12 @@ def _keras_api(major: str) -> Any:
 
 def save_atomically(model: Any, output: str, force: bool) -> None:
     """Saves a model to a temporary path beside `output`, then renames it into place."""
-    from rnn_state_rewriter.generation import Generation, generation_of
+    from rnn_state_rewriter._adapter import adapter_for
 
     extension = os.path.splitext(output)[1].lower()
-    keras3 = generation_of(model) is Generation.KERAS3
     if extension not in (".keras", ".h5", ""):
         raise CliError(f"{output}: unknown model format {extension!r}; use .keras")
-    if keras3 and extension != ".keras":
+    if extension not in adapter_for(model, argument="model").SAVE_EXTENSIONS:
         raise CliError(f"{output}: Keras 3 models are saved as .keras files")
 
     def save(temporary: str) -> None:

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter.generation import KERAS_PACKAGES
 
 __all__ = ["clone_layer", "copy_weights", "compile_like", "needs_a_first_call", "describe"]
 
-_FRAMEWORKS = {"keras", "tf_keras", "tensorflow", "builtins", "numpy", "jax", "torch"}
+_FRAMEWORKS = {*KERAS_PACKAGES, "tensorflow", "builtins", "numpy", "jax", "torch"}
 
 
 def describe(obj: Any) -> str:

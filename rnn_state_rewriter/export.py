@@ -127,17 +127,15 @@ def _spec(index: int, tensor: Any, batch_size: int, steps: int | None) -> tuple[
 
 
 def _tensorflow(model: Any) -> Any:
-    from rnn_state_rewriter.generation import Generation, generation_of
+    from rnn_state_rewriter._adapter import adapter_for
 
-    if generation_of(model) is Generation.KERAS3:
-        import keras
-
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                f"TFLite export needs TensorFlow: model `{model.name}` runs on the "
-                f"{keras.backend.backend()!r} backend. Save it as a .keras file and convert it "
-                "where KERAS_BACKEND=tensorflow, or export it to ONNX with model.export(path, format='onnx')"
-            )
+    backend = adapter_for(model, argument="model").backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"TFLite export needs TensorFlow: model `{model.name}` runs on the {backend!r} backend. "
+            "Save it as a .keras file and convert it where KERAS_BACKEND=tensorflow, or export it to "
+            "ONNX with model.export(path, format='onnx')"
+        )
     try:
         import tensorflow as tf
     except ImportError:

@@ -1,10 +1,9 @@
 """Which Keras generation an object belongs to.
 
 Keras 3 (`keras`, also `tf.keras` on TensorFlow >= 2.16) and tf-keras (Keras 2,
-`tf_keras`) differ in a few places. Those differences live in two thin seams,
-each with one implementation per generation: the tensor operations the layers
-need (`rnn_state_rewriter._ops`), and the adapters that read and rebuild a
-model's graph (`rnn_state_rewriter._adapter`). Both ask this module which
+`tf_keras`) differ in a few places. Those differences live in one seam, the
+`Adapter` protocol of `rnn_state_rewriter._adapter`, with one module per
+generation (`_keras3`, `_tf_keras`). The seam asks this module which
 generation an object belongs to; it imports nothing of the package.
 """
 
@@ -13,7 +12,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["Generation", "batch_axis", "generation_of"]
+__all__ = ["Generation", "KERAS_PACKAGES", "batch_axis", "generation_of"]
 
 
 class Generation(enum.Enum):
@@ -26,6 +25,15 @@ class Generation(enum.Enum):
     def package(self) -> str:
         """The name of the Python package of this generation."""
         return "keras" if self is Generation.KERAS3 else "tf_keras"
+
+    @property
+    def module(self) -> str:
+        """The package module of this generation's side of the seam (`rnn_state_rewriter._adapter.Adapter`)."""
+        return "rnn_state_rewriter._keras3" if self is Generation.KERAS3 else "rnn_state_rewriter._tf_keras"
+
+
+# The Python packages of the Keras generations.
+KERAS_PACKAGES = frozenset(generation.package for generation in Generation)
 
 
 def generation_of(obj: Any, *, argument: str = "layer") -> Generation:

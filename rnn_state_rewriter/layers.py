@@ -1,25 +1,26 @@
 """`TrainableInitialState` and `TrainableInitialStateRNN`.
 
 The behaviour of both layers is written once, in generation-neutral mixins,
-against the tensor operations of `rnn_state_rewriter._ops`: `keras.ops` and
-`keras.random` for Keras 3 (any backend: TensorFlow, JAX, PyTorch), TensorFlow
-for tf-keras. The public classes here are the Keras 3 layers; their tf-keras
-twins, with the same names and behaviour, are made from the same mixins on
-first use (`tf_keras_layers`). `TrainableInitialState.for_layer(rnn)` and
-`TrainableInitialStateRNN(rnn)` return a layer of `rnn`'s generation.
+against the tensor operations of a Keras generation (`rnn_state_rewriter._adapter`):
+`keras.ops` and `keras.random` for Keras 3 (any backend: TensorFlow, JAX,
+PyTorch), TensorFlow for tf-keras. The public classes here are the Keras 3
+layers; their tf-keras twins, with the same names and behaviour, are the same
+mixins on tf-keras' base classes (`rnn_state_rewriter._tf_keras`), and
+`isinstance` accepts them as the public classes.
+`TrainableInitialState.for_layer(rnn)` and `TrainableInitialStateRNN(rnn)`
+return a layer of `rnn`'s generation.
 """
 
 from __future__ import annotations
 
-import functools
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import keras
 
-from rnn_state_rewriter._ops import GenerationOps, ops
-from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
+from rnn_state_rewriter._adapter import adapter, adapter_for
+from rnn_state_rewriter.generation import Generation, batch_axis
 from rnn_state_rewriter.states import (
     Shape,
     flatten_shapes,
@@ -29,9 +30,50 @@ from rnn_state_rewriter.states import (
     state_shapes,
 )
 
-__all__ = ["TrainableInitialState", "TrainableInitialStateRNN", "SequenceMask", "layer_classes"]
+if TYPE_CHECKING:
+    from rnn_state_rewriter._adapter import Adapter
+
+__all__ = ["TrainableInitialState", "TrainableInitialStateRNN", "SequenceMask"]
 
 PACKAGE = "rnn_state_rewriter"
+
+
+class GenerationOf:
+    """A class attribute: the module of a Keras generation (`Adapter`), imported on first use.
+
+    The layer classes use their generation's tensor operations through it; the
+    generation modules import this one, so they are looked up when first needed.
+    """
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        self.module: Adapter | None = None
+
+    def __get__(self, instance: Any, owner: type) -> Adapter:
+        if self.module is None:
+            self.module = adapter(self.generation)
+        return self.module
+
+
+class PublicLayer(type):
+    """The metaclass of the public layer classes: `isinstance` and `issubclass` accept their twins of the
+    other Keras generation (made with `twin_of`), which cannot share their Keras base class."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return cls.__subclasscheck__(type(instance))
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return type.__subclasscheck__(cls, subclass) or getattr(subclass, "_rsr_twin_of", None) is cls
+
+
+def twin_of(name: str) -> Callable[[type], type]:
+    """Class decorator: marks a class as the other generation's twin of the public layer class `name`."""
+
+    def mark(twin: type) -> type:
+        twin._rsr_twin_of = globals()[name]  # type: ignore[attr-defined]
+        return twin
+
+    return mark
 
 
 def per_state(value: Any, count: int, argument: str, owner: str) -> list[Any]:
@@ -72,7 +114,7 @@ def add_state_variables(
 
 
 def broadcast_states(
-    generation_ops: GenerationOps,
+    generation: Adapter,
     variables: list[Any],
     structure: Any,
     inputs: Any,
@@ -84,10 +126,10 @@ def broadcast_states(
 
     `noise`, if given, maps each broadcast state to the noise added to it.
     """
-    batch_size = generation_ops.batch_size(inputs, batch_axis)
+    batch_size = generation.batch_size(inputs, batch_axis)
     states = []
     for variable, shape in zip(variables, flatten_shapes(structure), strict=True):
-        state = generation_ops.broadcast_to_batch(variable, batch_size, shape, dtype)
+        state = generation.broadcast_to_batch(variable, batch_size, shape, dtype)
         if noise is not None:
             state = state + noise(state)
         states.append(state)
@@ -176,7 +218,7 @@ def _serialize_each(api: Any, kind: str, values: list[Any]) -> list[Any]:
 class TrainableInitialStateMixin:
     """The behaviour of `TrainableInitialState`, shared by both generations."""
 
-    _ops: GenerationOps  # the tensor operations of the concrete class's generation
+    _keras: Adapter  # the concrete class's Keras generation (`GenerationOf`)
     name: str  # from the Keras base class
 
     def __init__(
@@ -202,7 +244,7 @@ class TrainableInitialStateMixin:
                 f"an LSTM(64). Received: state_shapes={state_shapes!r}"
             )
         owner = f"layer '{self.name}'"
-        api = self._ops.api
+        api = self._keras.keras_api
         self.state_shapes = shapes
         self.initializers = distinct_initializers(
             [
@@ -215,7 +257,7 @@ class TrainableInitialStateMixin:
         self.noise_stddev = check_noise_stddev(noise_stddev, owner)
         self.batch_axis = int(batch_axis)
         self.supports_masking = True
-        self._noise_source = self._ops.noise_source() if self.noise_stddev else None
+        self._noise_source = self._keras.noise_source() if self.noise_stddev else None
         self.state_variables: list[Any] = []
 
     @classmethod
@@ -238,8 +280,8 @@ class TrainableInitialStateMixin:
         `cls` when `cls` is of `layer`'s generation (so subclasses can use it),
         else the `TrainableInitialState` of `layer`'s generation.
         """
-        generation = generation_of(layer)
-        target = cls if generation_of(cls) is generation else layer_classes(generation).state
+        generation = adapter_for(layer)
+        target = cls if issubclass(cls, generation.keras_api.layers.Layer) else generation.TrainableInitialState
         shapes = state_shapes(layer)
         count = len(flatten_shapes(shapes))
         owner = f"layer '{layer.name}'"
@@ -274,7 +316,7 @@ class TrainableInitialStateMixin:
     def call(self, inputs: Any, training: Any = None) -> Any:
         noise = self._noise if training and self.noise_stddev else None
         return broadcast_states(
-            self._ops,
+            self._keras,
             self.state_variables,
             self.state_shapes,
             inputs,
@@ -294,22 +336,22 @@ class TrainableInitialStateMixin:
     def get_config(self) -> dict[str, Any]:
         config = {
             "state_shapes": map_shapes(list, self.state_shapes),
-            "initializer": _serialize_each(self._ops.api, "initializers", self.initializers),
-            "regularizer": _serialize_each(self._ops.api, "regularizers", self.regularizers),
-            "constraint": _serialize_each(self._ops.api, "constraints", self.constraints),
+            "initializer": _serialize_each(self._keras.keras_api, "initializers", self.initializers),
+            "regularizer": _serialize_each(self._keras.keras_api, "regularizers", self.regularizers),
+            "constraint": _serialize_each(self._keras.keras_api, "constraints", self.constraints),
             "noise_stddev": self.noise_stddev,
             "batch_axis": self.batch_axis,
         }
         return {**super().get_config(), **config}  # type: ignore[misc]
 
     def _noise(self, state: Any) -> Any:
-        return self._ops.normal(state, self.noise_stddev, self._noise_source)
+        return self._keras.normal(state, self.noise_stddev, self._noise_source)
 
 
 class TrainableInitialStateRNNMixin:
     """The behaviour of `TrainableInitialStateRNN`, shared by both generations."""
 
-    _ops: GenerationOps
+    _keras: Adapter
     gives_trainable_initial_state = True  # how `states.recurrent_kind` tells it from other wrappers
 
     def __init__(
@@ -367,7 +409,7 @@ class TrainableInitialStateRNNMixin:
             ValueError: if a per-state list does not have `count` entries.
         """
         owner = f"layer '{layer.name}'"
-        api = self._ops.api
+        api = self._keras.keras_api
         options = {}
         for argument, kind, value in (
             ("initializer", "initializers", "zeros" if initializer is None else initializer),
@@ -388,7 +430,7 @@ class TrainableInitialStateRNNMixin:
         layer: Any = self.layer  # type: ignore[attr-defined]
         if initial_state is None:
             initial_state = broadcast_states(
-                self._ops,
+                self._keras,
                 self.state_variables,
                 self._state_shapes,
                 sequences,
@@ -396,9 +438,9 @@ class TrainableInitialStateRNNMixin:
                 layer.compute_dtype,
             )
         else:  # tf-keras accepts tensors only
-            initial_state = self._ops.map_structure(self._ops.to_tensor, initial_state)
+            initial_state = self._keras.map_tensors(self._keras.to_tensor, initial_state)
         if mask is None:
-            mask = self._ops.mask_of(sequences)
+            mask = self._keras.mask_of(sequences)
         return layer(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def get_initial_state(self, batch_size_or_inputs: Any) -> Any:
@@ -415,9 +457,9 @@ class TrainableInitialStateRNNMixin:
         axis = batch_axis(layer)
         sequences = batch_size_or_inputs
         if isinstance(sequences, int) or len(getattr(sequences, "shape", (None,))) == 0:
-            sequences, axis = self._ops.batch_of(sequences), 0
+            sequences, axis = self._keras.batch_of(sequences), 0
         return broadcast_states(
-            self._ops, self.state_variables, self._state_shapes, sequences, axis, layer.compute_dtype
+            self._keras, self.state_variables, self._state_shapes, sequences, axis, layer.compute_dtype
         )
 
     def compute_output_shape(self, sequences_shape: Any, initial_state_shape: Any = None) -> Any:
@@ -429,8 +471,8 @@ class TrainableInitialStateRNNMixin:
     def get_config(self) -> dict[str, Any]:
         def serialize(kind: str, value: Any) -> Any:
             if isinstance(value, (list, tuple)):
-                return _serialize_each(self._ops.api, kind, list(value))
-            return _serialize_each(self._ops.api, kind, [value])[0]
+                return _serialize_each(self._keras.keras_api, kind, list(value))
+            return _serialize_each(self._keras.keras_api, kind, [value])[0]
 
         config = {
             "initializer": serialize("initializers", self.initializer),
@@ -441,7 +483,7 @@ class TrainableInitialStateRNNMixin:
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer):
+class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer, metaclass=PublicLayer):
     """A layer that owns a trainable initial state for a recurrent layer.
 
     It holds one trainable variable per state tensor (`initial_state_0`,
@@ -495,11 +537,11 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer):
     ```
     """
 
-    _ops = ops(Generation.KERAS3)
+    _keras = GenerationOf(Generation.KERAS3)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapper):
+class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapper, metaclass=PublicLayer):
     """Wraps a recurrent layer so that it starts from a trainable initial state.
 
     A drop-in for `TrainableInitialStateRNN` of the `trainable-initial-state-rnn`
@@ -553,17 +595,17 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
     ```
     """
 
-    _ops = ops(Generation.KERAS3)
+    _keras = GenerationOf(Generation.KERAS3)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         layer = args[0] if args else kwargs.get("layer")
-        if (
-            cls is TrainableInitialStateRNN
-            and layer is not None
-            and not isinstance(layer, dict)
-            and generation_of(layer) is Generation.TF_KERAS
-        ):
-            return layer_classes(Generation.TF_KERAS).rnn(*args, **kwargs)
+        if cls is TrainableInitialStateRNN and layer is not None and not isinstance(layer, dict):
+            try:
+                twin = adapter_for(layer).TrainableInitialStateRNN
+            except TypeError:  # not a Keras layer: the constructor says so
+                twin = cls
+            if twin is not cls:
+                return twin(*args, **kwargs)
         return super().__new__(cls, *args, **kwargs)
 
 
@@ -603,47 +645,3 @@ class SequenceMask(keras.layers.Layer):
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> None:
         return None
-
-
-class LayerClasses(NamedTuple):
-    """The two public layer classes of one Keras generation."""
-
-    state: type[Any]  # TrainableInitialState
-    rnn: type[Any]  # TrainableInitialStateRNN
-
-
-def layer_classes(generation: Generation) -> LayerClasses:
-    """The `TrainableInitialState` and `TrainableInitialStateRNN` classes of a generation.
-
-    The tf-keras classes are made on first use, which imports `tf_keras`.
-    """
-    if generation is Generation.KERAS3:
-        return LayerClasses(TrainableInitialState, TrainableInitialStateRNN)
-    return _tf_keras_layer_classes()
-
-
-@functools.cache
-def _tf_keras_layer_classes() -> LayerClasses:
-    """The tf-keras twins: the same mixins on tf-keras base classes, registered so saved models load."""
-    import tf_keras
-
-    register = tf_keras.saving.register_keras_serializable(package=PACKAGE)
-    common = {
-        "__module__": __name__,
-        "_ops": ops(Generation.TF_KERAS),
-        # tf-keras runs the `call` of layers defined outside it through AutoGraph,
-        # which transpiles every function `call` reaches, once per process (0.6 s
-        # of a first retrofit); `call` has no Python control flow on tensors.
-        "_should_use_autograph": lambda self: False,
-    }
-    state = type(
-        "TrainableInitialState",
-        (TrainableInitialStateMixin, tf_keras.layers.Layer),
-        {**common, "__doc__": "tf-keras twin of `rnn_state_rewriter.TrainableInitialState`."},
-    )
-    rnn = type(
-        "TrainableInitialStateRNN",
-        (TrainableInitialStateRNNMixin, tf_keras.layers.Wrapper),
-        {**common, "__doc__": "tf-keras twin of `rnn_state_rewriter.TrainableInitialStateRNN`."},
-    )
-    return LayerClasses(register(state), register(rnn))

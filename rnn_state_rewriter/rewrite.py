@@ -152,8 +152,7 @@ class _Rebuild:
 
         def new_input(tensor: Any) -> Any:
             if id(tensor) not in tensors:
-                layer = tensor._keras_history[0]
-                tensors[id(tensor)] = type(layer).from_config(layer.get_config()).output
+                tensors[id(tensor)] = adapter.fresh_input(tensor)
             return tensors[id(tensor)]
 
         def lookup(value: Any) -> Any:

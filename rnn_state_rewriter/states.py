@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rnn_state_rewriter._ops import ops_for
+from rnn_state_rewriter._adapter import adapter_for
 
 __all__ = [
     "Shape",
@@ -42,7 +42,7 @@ def recurrent_kind(layer: Any) -> str | None:
     Raises:
         TypeError: if `layer` is not a Keras object.
     """
-    layers = ops_for(layer).api.layers
+    layers = adapter_for(layer).keras_api.layers
     if getattr(layer, "gives_trainable_initial_state", False):
         return "trainable"
     if isinstance(layer, layers.Bidirectional):
@@ -109,8 +109,8 @@ def state_shapes(layer: Any) -> list[Any]:
     builtin = _builtin_cell_shapes(layer)
     if builtin is not None:
         return builtin
-    ops = ops_for(layer)
-    shapes = ops.map_structure(lambda t: tuple(t.shape[1:]), ops.zero_state(layer))
+    generation = adapter_for(layer)
+    shapes = generation.map_tensors(lambda t: tuple(t.shape[1:]), generation.zero_state(layer))
     for shape in flatten_shapes(shapes):
         if any(dim is None for dim in shape):
             raise ValueError(
@@ -124,7 +124,7 @@ def state_shapes(layer: Any) -> list[Any]:
 def _builtin_cell_shapes(layer: Any) -> list[Any] | None:
     """The state shapes of an RNN over Keras' own LSTM, GRU or SimpleRNN cell (exactly those classes, no
     subclass, which may change its states), from `cell.state_size`; None for any other cell."""
-    layers = ops_for(layer).api.layers
+    layers = adapter_for(layer).keras_api.layers
     cell: Any = getattr(layer, "cell", None)
     if type(cell) not in (layers.LSTMCell, layers.GRUCell, layers.SimpleRNNCell):
         return None

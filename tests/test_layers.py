@@ -448,30 +448,30 @@ def test_unknown_spatial_dimensions_are_a_value_error(K):
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
 def test_keras_own_cells_give_their_state_shapes_without_building_a_zero_state(K, kind, monkeypatch):
-    from rnn_state_rewriter._ops import ops_for
+    from rnn_state_rewriter._adapter import adapter_for
 
     layer = getattr(K.layers, kind)(5, go_backwards=True)
     layer.build((None, 4, 3))
-    ops = ops_for(layer)
-    read = ops.map_structure(lambda t: tuple(t.shape[1:]), ops.zero_state(layer))
+    generation = adapter_for(layer)
+    read = generation.map_tensors(lambda t: tuple(t.shape[1:]), generation.zero_state(layer))
     built = []
-    monkeypatch.setattr(type(ops), "zero_state", lambda self, layer: built.append(layer))
+    monkeypatch.setattr(generation, "zero_state", lambda layer: built.append(layer))
     assert state_shapes(layer) == list(read) == [(5,)] * (2 if kind == "LSTM" else 1)
     assert built == []
 
 
 def test_a_subclassed_keras_cell_has_its_states_read_from_its_zero_state(K, monkeypatch):
-    from rnn_state_rewriter._ops import ops_for
+    from rnn_state_rewriter._adapter import adapter_for
 
     class Cell(K.layers.GRUCell):  # a subclass may change its states: its own zero state decides
         pass
 
     layer = K.layers.RNN(Cell(5))
     layer.build((None, 4, 3))
-    ops = ops_for(layer)
+    generation = adapter_for(layer)
     read = []
-    zero_state = type(ops).zero_state
-    monkeypatch.setattr(type(ops), "zero_state", lambda self, layer: read.append(layer) or zero_state(self, layer))
+    zero_state = generation.zero_state
+    monkeypatch.setattr(generation, "zero_state", lambda layer: read.append(layer) or zero_state(layer))
     assert state_shapes(layer) == [(5,)] and read == [layer]
 
 
