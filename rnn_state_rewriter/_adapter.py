@@ -119,6 +119,10 @@ class Adapter(Protocol):
 
     def call_sites(self, model: Any) -> Iterator[CallSite]: ...
 
+    def layer_of(self, tensor: Any) -> Any:
+        """The layer whose call made a symbolic tensor, or None."""
+        ...
+
     def fresh_input(self, tensor: Any) -> Any:
         """A new model input like `tensor`, an input of a model."""
         ...

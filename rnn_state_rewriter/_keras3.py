@@ -45,6 +45,7 @@ __all__ = [
     "batch_of",
     "mask_of",
     "fresh_input",
+    "layer_of",
     "predict",
     "TrainableInitialState",
     "TrainableInitialStateRNN",
@@ -166,9 +167,15 @@ def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any
             yield node.operation, node.arguments.args, node.arguments.kwargs, list(node.outputs)
 
 
+def layer_of(tensor: Any) -> Any:
+    """The layer whose call made a symbolic tensor, or None."""
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history is not None else None
+
+
 def fresh_input(tensor: Any) -> Any:
     """A new model input like `tensor`, an input of a model, made from its `InputLayer`'s config."""
-    layer = tensor._keras_history[0]
+    layer = layer_of(tensor)
     return type(layer).from_config(layer.get_config()).output
 
 
@@ -222,7 +229,7 @@ def call_with_initial_state(
     sequences, others = _bind(layer, args, kwargs)
     others["initial_state"] = states
     if others.get("mask") is None:
-        mask = getattr(sequences, "_keras_mask", None)
+        mask = mask_of(sequences)
         if mask is None and runtime_mask:
             mask = SequenceMask(name=runtime_mask)(sequences)
         if mask is not None:

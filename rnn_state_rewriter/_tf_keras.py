@@ -52,6 +52,7 @@ __all__ = [
     "batch_of",
     "mask_of",
     "fresh_input",
+    "layer_of",
     "predict",
     "TrainableInitialState",
     "TrainableInitialStateRNN",
@@ -222,9 +223,15 @@ def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any
             )
 
 
+def layer_of(tensor: Any) -> Any:
+    """The layer whose call made a symbolic tensor, or None."""
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history is not None else None
+
+
 def fresh_input(tensor: Any) -> Any:
     """A new model input like `tensor`, an input of a model, made from its `InputLayer`'s config."""
-    layer = tensor._keras_history[0]
+    layer = layer_of(tensor)
     return type(layer).from_config(layer.get_config()).output
 
 

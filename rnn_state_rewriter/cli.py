@@ -311,13 +311,13 @@ def command_add(args: argparse.Namespace) -> int:
         raise CliError(f"{args.output}: exists; pass --force to replace it")
     model = _load(args, args.input)
 
-    import rnn_state_rewriter as rsr
+    from rnn_state_rewriter.plan import make_plan
     from rnn_state_rewriter.rewrite import retrofit
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            plan = rsr.plan_trainable_initial_states(model, layers=args.layers, initializer=args.initializer)
+            plan = make_plan(model, layers=args.layers, initializer=args.initializer)
             new_model, probe = retrofit(
                 model,
                 layers=args.layers,
@@ -325,11 +325,12 @@ def command_add(args: argparse.Namespace) -> int:
                 noise_stddev=args.noise_stddev,
                 freeze_base=args.freeze_base,
                 check="auto" if args.check == "auto" else args.check == "always",
+                plan=plan,
             )
     except (TypeError, ValueError) as error:
         raise CliError(str(error)) from error
     save_atomically(new_model, args.output, args.force)
-    print(_table([["layer", "kind", "states", "result"], *map(_decision_row, plan)]))
+    print(_table([["layer", "kind", "states", "result"], *map(_decision_row, plan.decisions)]))
     if probe is not None:
         print(
             f"checked: at zero states the copy predicts what the original predicts on {probe.samples} "

@@ -21,21 +21,54 @@ replaced by a wrapper (`route="surgery"`, see `surgery.py`).
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rnn_state_rewriter._adapter import Adapter, adapter_for
-from rnn_state_rewriter.generation import Generation, generation_of
-from rnn_state_rewriter.layers import per_state
+from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
+from rnn_state_rewriter.layers import distinct_initializers, per_state
 from rnn_state_rewriter.states import describe_kind, flatten_shapes, state_shapes
 from rnn_state_rewriter.surgery import Site, find_sites
 
-__all__ = ["Decision", "plan_trainable_initial_states", "recurrent_layers", "LayerSelection"]
+__all__ = [
+    "Action",
+    "Decision",
+    "Plan",
+    "PlannedCall",
+    "Route",
+    "make_plan",
+    "plan_trainable_initial_states",
+    "recurrent_layers",
+    "LayerSelection",
+]
 
 LayerSelection = None | str | type | Sequence[str | type] | Callable[[Any], bool]
 
-ADD = "add"
-SKIP = "skip"
+
+class Action(str, enum.Enum):
+    """What the retrofit does at a recurrent call site (compares equal to its value: `"add"`, `"skip"`)."""
+
+    ADD = "add"
+    SKIP = "skip"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Route(str, enum.Enum):
+    """How the retrofit reaches a recurrent layer (compares equal to its value: `"graph"`, `"surgery"`)."""
+
+    GRAPH = "graph"  # the graph is rebuilt around its call
+    SURGERY = "surgery"  # reached through an attribute, replaced by a `TrainableInitialStateRNN`
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ADD = Action.ADD
+SKIP = Action.SKIP
+STATEFUL = "stateful: its state carries over between batches"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,18 +94,67 @@ class Decision:
             `"surgery"` where the layer is reached through an attribute (in a
             subclassed model or a custom layer) and replaced by a
             `TrainableInitialStateRNN` around it.
+        stateful: whether the layer is stateful (its state carries over
+            between batches).
+        batch_axis: the axis of the layer's input that holds the batch (1 for
+            a `time_major` tf-keras layer).
+        initializers: the initializer of each state, each its own draw across
+            the model (empty where skipped).
+        regularizers: the regularizer of each state (empty where skipped).
+        constraints: the constraint of each state (empty where skipped).
     """
 
     path: str
     kind: str
-    action: str
+    action: Action
     reason: str = ""
     state_shapes: tuple[tuple[int, ...], ...] = ()
     layer: Any = dataclasses.field(default=None, repr=False, compare=False)
     call: int = 0
     runtime_mask: bool = False
     structure: Any = dataclasses.field(default=None, repr=False, compare=False)
-    route: str = "graph"
+    route: Route = Route.GRAPH
+    stateful: bool = False
+    batch_axis: int = 0
+    initializers: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    regularizers: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    constraints: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedCall:
+    """One call in a graph model, as the walk found it, with its decision (None: not a recurrent layer)."""
+
+    layer: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    outputs: list[Any]
+    decision: Decision | None
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything a retrofit decided, made by one walk of the model (`make_plan`); the rewrite executes it.
+
+    Attributes:
+        adapter: the model's Keras generation.
+        model: the model planned.
+        decisions: one per recurrent call site (graph order), then one per layer
+            reached through attributes (`route="surgery"`).
+        graphs: the calls of each graph model walked (the model and its graph
+            submodels), by `id`, in graph order, each with its decision.
+        surgery: the decisions of the layers reached through attributes, by path.
+    """
+
+    adapter: Adapter
+    model: Any
+    decisions: list[Decision]
+    graphs: dict[int, list[PlannedCall]]
+    surgery: dict[str, Decision]
+
+    def added(self) -> list[Decision]:
+        """The decisions that add states."""
+        return [d for d in self.decisions if d.action is Action.ADD]
 
 
 # ----------------------------------------------------------------------------
@@ -222,18 +304,12 @@ def selector(layers: LayerSelection, found: list[tuple[str, Any]]) -> Callable[[
     return lambda path, layer: path in names or layer.name in names or isinstance(layer, classes)
 
 
-def producer(tensor: Any) -> Any:
-    """The layer whose call made a symbolic tensor, or None."""
-    history = getattr(tensor, "_keras_history", None)
-    return history[0] if history is not None else None
-
-
 def state_layer_feeding(adapter: Adapter, layer: Any, args: Any, kwargs: Any) -> Any:
     """The `TrainableInitialState` whose outputs are a call site's whole `initial_state`, or None."""
     _, _, passed = adapter.split_initial_state(layer, args, kwargs)
     if passed is None:
         return None
-    producers = {id(producer(t)): producer(t) for t in adapter.flatten_tensors(passed)}
+    producers = {id(adapter.layer_of(t)): adapter.layer_of(t) for t in adapter.flatten_tensors(passed)}
     if len(producers) != 1:
         return None
     (found,) = producers.values()
@@ -266,6 +342,7 @@ class Planner:
         self.shapes: dict[int, Any] = {}
         self.walked: dict[tuple[int, tuple[bool, ...]], list[bool]] = {}
         self.looked_into: set[int] = set()
+        self.calls_of: dict[int, list[tuple[Any, tuple[Any, ...], dict[str, Any], list[Any]]]] = {}
 
     @property
     def decisions(self) -> list[Decision]:
@@ -283,12 +360,14 @@ class Planner:
         flags: dict[int, bool] = {}
 
         def flag(tensor: Any) -> bool:
-            return flags.get(id(tensor), False) or getattr(tensor, "_keras_mask", None) is not None
+            return flags.get(id(tensor), False) or adapter.mask_of(tensor) is not None
 
         inputs = adapter.flatten_tensors(adapter.model_inputs(model))
         for tensor, value in zip(inputs, masked or [False] * len(inputs), strict=True):
             flags[id(tensor)] = value
-        for index, (layer, args, kwargs, outputs) in enumerate(adapter.call_sites(model)):
+        if id(model) not in self.calls_of:
+            self.calls_of[id(model)] = list(adapter.call_sites(model))
+        for index, (layer, args, kwargs, outputs) in enumerate(self.calls_of[id(model)]):
             incoming = [flag(t) for t in adapter.flatten_tensors(args) if adapter.is_keras_tensor(t)]
             if adapter.recurrent_kind(layer) is not None:
                 self.decide((id(model), index), prefix, layer, args, kwargs, incoming)
@@ -308,9 +387,7 @@ class Planner:
         """The decision of one call site (merged if a submodel's call site is walked again)."""
         adapter = self.adapter
         first = adapter.flatten_tensors(args)[0] if args else None
-        runtime_mask = bool(
-            adapter.RUNTIME_MASKS and incoming[:1] == [True] and getattr(first, "_keras_mask", None) is None
-        )
+        runtime_mask = bool(adapter.RUNTIME_MASKS and incoming[:1] == [True] and adapter.mask_of(first) is None)
         if key in self.sites:
             known = self.sites[key]
             self.sites[key] = dataclasses.replace(known, runtime_mask=known.runtime_mask or runtime_mask)
@@ -318,7 +395,16 @@ class Planner:
         call = self.calls.get(id(layer), 0)
         self.calls[id(layer)] = call + 1
         path = prefix + layer.name
-        decision = Decision(path, describe_kind(layer), ADD, layer=layer, call=call, runtime_mask=runtime_mask)
+        decision = Decision(
+            path,
+            describe_kind(layer),
+            ADD,
+            layer=layer,
+            call=call,
+            runtime_mask=runtime_mask,
+            stateful=is_stateful(adapter, layer),
+            batch_axis=batch_axis(layer),
+        )
         reason = self.reason_to_skip(path, layer, args, kwargs)
         if reason:
             self.sites[key] = dataclasses.replace(decision, action=SKIP, reason=reason, runtime_mask=False)
@@ -334,7 +420,7 @@ class Planner:
         if not self.selected(path, layer):
             return "not selected"
         if is_stateful(adapter, layer):
-            return "stateful: its state carries over between batches"
+            return STATEFUL
         _, _, passed = adapter.split_initial_state(layer, args, kwargs)
         if passed is None:
             return ""
@@ -352,6 +438,44 @@ class Planner:
             self.shapes[id(layer)] = structure
         return self.shapes[id(layer)]
 
+    def plan(self, model: Any) -> Plan:
+        """The plan of the walk: each added decision with its per-state options, each graph's calls."""
+        options = self.per_state_options()
+        sites = {key: dataclasses.replace(d, **options.get(id(d.layer), {})) for key, d in self.sites.items()}
+        surgery = {path: dataclasses.replace(d, **options.get(id(d.layer), {})) for path, d in self.surgery.items()}
+        graphs = {
+            graph: [PlannedCall(*call, sites.get((graph, index))) for index, call in enumerate(calls)]
+            for graph, calls in self.calls_of.items()
+        }
+        return Plan(self.adapter, model, [*sites.values(), *surgery.values()], graphs, surgery)
+
+    def per_state_options(self) -> dict[int, dict[str, Any]]:
+        """The initializer, regularizer and constraint of each state of every layer that gets states.
+
+        One initializer object used for every state of every layer would give them
+        all the same values; `distinct_initializers` re-seeds its later uses, so
+        each state is its own draw across the model.
+        """
+        api = self.adapter.keras_api
+        layers = {id(d.layer): d for d in self.decisions if d.action is Action.ADD}
+        counts = {key: len(d.state_shapes) for key, d in layers.items()}
+
+        def each(argument: str, key: int) -> list[Any]:
+            return per_state(self.options[argument], counts[key], argument, f"layer '{layers[key].path}'")
+
+        flat = [api.initializers.get("zeros" if v is None else v) for key in layers for v in each("initializer", key)]
+        flat = distinct_initializers(flat)
+        result: dict[int, dict[str, Any]] = {}
+        start = 0
+        for key in layers:
+            result[key] = {
+                "initializers": tuple(flat[start : start + counts[key]]),
+                "regularizers": tuple(each("regularizer", key)),
+                "constraints": tuple(each("constraint", key)),
+            }
+            start += counts[key]
+        return result
+
     def look_into(self, prefix: str | None, layer: Any) -> None:
         """Plans the recurrent layers a custom layer or subclassed model holds: reached by surgery."""
         if id(layer) in self.looked_into:
@@ -366,13 +490,21 @@ class Planner:
 
     def decide_surgery(self, site: Site) -> Decision:
         layer = site.layer
-        decision = Decision(site.path, describe_kind(layer), ADD, layer=layer, route="surgery")
+        decision = Decision(
+            site.path,
+            describe_kind(layer),
+            ADD,
+            layer=layer,
+            route=Route.SURGERY,
+            stateful=is_stateful(self.adapter, layer),
+            batch_axis=batch_axis(layer),
+        )
         if self.adapter.recurrent_kind(layer) == "trainable":
             return dataclasses.replace(decision, action=SKIP, reason="already has a trainable initial state")
         if not self.selected(site.path, layer):
             return dataclasses.replace(decision, action=SKIP, reason="not selected")
-        if is_stateful(self.adapter, layer):
-            return dataclasses.replace(decision, action=SKIP, reason="stateful: its state carries over between batches")
+        if decision.stateful:
+            return dataclasses.replace(decision, action=SKIP, reason=STATEFUL)
         structure = self.structure(site.path, layer)
         flat = tuple(tuple(s) for s in flatten_shapes(structure))
         return dataclasses.replace(decision, state_shapes=flat, structure=structure)
@@ -385,8 +517,8 @@ def make_plan(
     initializer: Any = "zeros",
     regularizer: Any = None,
     constraint: Any = None,
-) -> Planner:
-    """Walks `model` and returns the planner holding every decision (see `plan_trainable_initial_states`)."""
+) -> Plan:
+    """Walks `model` once and returns the plan the rewrite executes (see `plan_trainable_initial_states`)."""
     adapter = model_adapter(model)
     found = recurrent_layers(model)
     selected = selector(layers, found)
@@ -406,7 +538,7 @@ def make_plan(
             f"Model '{model.name}' has no recurrent layer (RNN, LSTM, GRU, SimpleRNN, "
             "ConvLSTM or Bidirectional) to give a trainable initial state."
         )
-    return planner
+    return planner.plan(model)
 
 
 def plan_trainable_initial_states(

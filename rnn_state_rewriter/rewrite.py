@@ -1,10 +1,11 @@
 """The graph rewrite: add or remove trainable initial states in a built model.
 
-Data flows one way: model -> plan (one decision per recurrent call site,
-`plan.py`) -> every layer cloned (`cloning.py`) -> rebuilt graph -> weights
-copied. The walk over a functional graph is the same for both Keras
-generations; only the few calls that read a graph's nodes differ, and those are
-in the generation adapters.
+Data flows one way: model -> plan (`plan.py`: one walk, one decision per
+recurrent call site, with everything the rebuild needs) -> every layer cloned
+(`cloning.py`) -> the plan's calls replayed into a new graph -> weights copied
+-> self-check (`check.py`). The rebuild executes the plan: it walks no graph
+again and decides nothing. The same code serves both Keras generations, through
+the model's `Adapter`.
 
 Cloned layers are built with zeros initializers swapped in (their original
 initializers are put back right after, so configs are unchanged): the
@@ -26,15 +27,15 @@ from rnn_state_rewriter import surgery
 from rnn_state_rewriter._adapter import Adapter
 from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check, probe_batch, wants_check
 from rnn_state_rewriter.cloning import clone_layer, compile_like, copy_weights
-from rnn_state_rewriter.generation import batch_axis
-from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev, distinct_initializers, per_state
+from rnn_state_rewriter.layers import SequenceMask, check_noise_stddev
 from rnn_state_rewriter.plan import (
-    ADD,
-    SKIP,
+    Action,
     Decision,
     LayerSelection,
+    Plan,
+    PlannedCall,
+    Route,
     is_graph_model,
-    is_stateful,
     layers_in_tree,
     make_plan,
     model_adapter,
@@ -58,8 +59,8 @@ class _Site:
     """One call of a layer in the graph being rebuilt.
 
     `args`/`kwargs` hold the new graph's tensors (`MISSING` where the tensor was
-    dropped); `old_args`/`old_kwargs` the original's. `key` identifies the call
-    site as the plan does: (id of the graph model, index of the call).
+    dropped); `old_args`/`old_kwargs` the original's; `decision` is the plan's
+    decision for the call (None for a call of a layer that is not recurrent).
     """
 
     layer: Any
@@ -69,7 +70,7 @@ class _Site:
     args: Any
     kwargs: Any
     path: str
-    key: tuple[int, int]
+    decision: Decision | None
 
     def call_plain(self, adapter: Adapter) -> Any:
         """Calls the new layer as the original call site did.
@@ -97,10 +98,11 @@ MISSING = _Missing()
 
 
 class _Rebuild:
-    """Clones a model layer by layer, letting a hook decide each call site.
+    """Clones a model layer by layer, replaying the calls of each graph model.
 
-    `on_call(site)` returns the outputs of the call in the new graph (None for
-    a dropped layer). `substitute(layer)` names the layer whose clone replaces
+    `calls(graph)` gives the calls of a graph model in graph order (the plan's,
+    for a retrofit). `on_call(site)` returns the outputs of the call in the new
+    graph (None for a dropped layer). `substitute(layer)` names the layer whose clone replaces
     `layer` (None to drop it). Every layer is cloned once, before anything is
     built, so a layer that cannot be cloned is refused first and shared layers
     stay shared; nested models are rebuilt recursively; the weights are copied
@@ -110,11 +112,13 @@ class _Rebuild:
     def __init__(
         self,
         adapter: Adapter,
+        calls: Callable[[Any], list[PlannedCall]],
         on_call: Callable[[_Site], Any],
         substitute: Callable[[Any], Any] = lambda layer: layer,
         skip: Callable[[Any], bool] | None = None,
     ) -> None:
         self.adapter = adapter
+        self.calls = calls
         self.on_call = on_call
         self.substitute = substitute
         self.skip = skip
@@ -161,13 +165,14 @@ class _Rebuild:
             return value
 
         inputs = adapter.map_tensors(new_input, adapter.model_inputs(model))
-        for index, (layer, args, kwargs, outs) in enumerate(adapter.call_sites(model)):
+        for call in self.calls(model):
+            layer, args, kwargs = call.layer, call.args, call.kwargs
             new_args = adapter.map_tensors(lookup, args)
             new_kwargs = adapter.map_tensors(lookup, kwargs)
-            site = _Site(layer, self.clone(layer, path), args, kwargs, new_args, new_kwargs, path, (id(model), index))
+            site = _Site(layer, self.clone(layer, path), args, kwargs, new_args, new_kwargs, path, call.decision)
             result = self.on_call(site)
             if result is not None:
-                for old, new in zip(outs, adapter.flatten_tensors(result), strict=True):
+                for old, new in zip(call.outputs, adapter.flatten_tensors(result), strict=True):
                     tensors[id(old)] = new
                     if not path:
                         self.outputs.append((getattr(layer, "name", str(layer)), old, new))
@@ -361,21 +366,29 @@ def retrofit(
     check: bool | Literal["auto"] = "auto",
     sample: Any = None,
     in_place: bool = False,
+    plan: Plan | None = None,
 ) -> tuple[Any, Probe | None]:
-    """`add_trainable_initial_states`, also returning what its self-check measured (None if not checked)."""
+    """`add_trainable_initial_states`, also returning what its self-check measured (None if not checked).
+
+    `plan`, if given, is the plan of `model` made with the same `layers`,
+    `initializer`, `regularizer` and `constraint` (`make_plan`), executed as it is.
+    """
     check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
     run_check = wants_check(check)
-    planner = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
-    adapter = planner.adapter
-    _warn_skipped(planner)
+    if plan is None:
+        plan = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
+    elif plan.model is not model:
+        raise ValueError(f"Argument `plan` is the plan of model '{plan.model.name}', not of model '{model.name}'")
+    adapter = plan.adapter
+    _warn_skipped(plan)
     graph = is_graph_model(adapter, model)
     if in_place and graph:
         raise ValueError(
             f"Argument `in_place=True` is for subclassed models; model '{model.name}' is a "
             f"{type(model).__name__} model, which is always copied. Received: in_place=True"
         )
-    if noise_stddev and any(d.route == "surgery" and d.action == ADD for d in planner.decisions):
-        paths = [d.path for d in planner.decisions if d.route == "surgery" and d.action == ADD]
+    paths = [d.path for d in plan.added() if d.route is Route.SURGERY]
+    if noise_stddev and paths:
         raise ValueError(
             f"Argument `noise_stddev` applies to layers whose calls the graph shows; {paths} are reached "
             "through attributes (a subclassed model or a custom layer). Pass noise_stddev=0, or select "
@@ -383,12 +396,11 @@ def retrofit(
         )
     if run_check is None:
         run_check = sample is not None or needs_check(adapter, model) is not None
-    initializers = _initializers_per_layer(adapter, planner.decisions, initializer)
     options = {"layers": layers, "initializer": initializer, "regularizer": regularizer, "constraint": constraint}
-    wrap = _Wrap(adapter, planner, initializers, options)
+    wrap = _Wrap(plan, options)
     expected = None
     if graph:
-        new_model, state_layers, rebuild = _rebuild_graph(adapter, model, planner, initializers, options, noise_stddev)
+        new_model, state_layers, rebuild = _rebuild_graph(plan, noise_stddev)
         for prefix, layer in layers_in_tree(adapter, new_model):
             if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
                 surgery.replace(adapter, surgery.find_sites(adapter, layer, f"{prefix}{layer.name}/"), wrap)
@@ -418,9 +430,9 @@ def retrofit(
     return new_model, probe
 
 
-def _warn_skipped(planner: Any) -> None:
-    for decision in planner.decisions:
-        if decision.action == SKIP and is_stateful(planner.adapter, decision.layer):
+def _warn_skipped(plan: Plan) -> None:
+    for decision in plan.decisions:
+        if decision.action is Action.SKIP and decision.stateful:
             warnings.warn(
                 f"Layer '{decision.path}' is left without a trainable initial state: {decision.reason}.",
                 UserWarning,
@@ -428,16 +440,10 @@ def _warn_skipped(planner: Any) -> None:
             )
 
 
-def _rebuild_graph(
-    adapter: Adapter,
-    model: Any,
-    planner: Any,
-    initializers: dict[int, list[Any]],
-    options: dict[str, Any],
-    noise_stddev: float,
-) -> tuple[Any, list[Any], _Rebuild]:
+def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], _Rebuild]:
     """The graph route: a `TrainableInitialState` in front of each call site the plan adds states to."""
-    names = _Names(adapter, model)
+    adapter = plan.adapter
+    names = _Names(adapter, plan.model)
     state_layers: dict[int, Any] = {}
 
     def state_layer_for(decision: Decision) -> Any:
@@ -445,27 +451,27 @@ def _rebuild_graph(
         if id(layer) not in state_layers:
             state_layers[id(layer)] = adapter.TrainableInitialState(
                 decision.structure,
-                initializer=initializers[id(layer)],
-                regularizer=options["regularizer"],
-                constraint=options["constraint"],
+                initializer=list(decision.initializers),
+                regularizer=list(decision.regularizers),
+                constraint=list(decision.constraints),
                 noise_stddev=noise_stddev,
-                batch_axis=batch_axis(layer),
+                batch_axis=decision.batch_axis,
                 name=names.new(f"{layer.name}_initial_state"),
                 dtype=layer.dtype_policy,
             )
         return state_layers[id(layer)]
 
     def on_call(site: _Site) -> Any:
-        decision = planner.sites.get(site.key)
-        if decision is None or decision.action != ADD:
+        decision = site.decision
+        if decision is None or decision.action is not Action.ADD:
             return site.call_plain(adapter)
         args, kwargs, _ = adapter.split_initial_state(site.new_layer, site.args, site.kwargs)
         states = state_layer_for(decision)(args[0])
         mask_name = names.new(f"{decision.layer.name}_mask") if decision.runtime_mask else None
         return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask_name)
 
-    rebuild = _Rebuild(adapter, on_call)
-    return rebuild(model), list(state_layers.values()), rebuild
+    rebuild = _Rebuild(adapter, lambda graph: plan.graphs[id(graph)], on_call)
+    return rebuild(plan.model), list(state_layers.values()), rebuild
 
 
 class _Wrap:
@@ -475,12 +481,9 @@ class _Wrap:
     around it, named as it is; a graph submodel gets its graph retrofit.
     """
 
-    def __init__(
-        self, adapter: Adapter, planner: Any, initializers: dict[int, list[Any]], options: dict[str, Any]
-    ) -> None:
-        self.adapter = adapter
-        self.planner = planner
-        self.initializers = initializers
+    def __init__(self, plan: Plan, options: dict[str, Any]) -> None:
+        self.adapter = plan.adapter
+        self.plan = plan
         self.options = options
         self.variables: list[Any] = []
         self.made: set[int] = set()
@@ -490,14 +493,14 @@ class _Wrap:
             new, _ = retrofit(site.layer, check=False, **self.options)
             self.variables += [v for layer in state_layers_in(self.adapter, new) for v in layer.state_variables]
             return new
-        decision = self.planner.surgery.get(site.path)
-        if decision is None or decision.action != ADD:
+        decision = self.plan.surgery.get(site.path)
+        if decision is None or decision.action is not Action.ADD:
             return None
         wrapper = self.adapter.TrainableInitialStateRNN(
             site.layer,
-            initializer=self.initializers[id(decision.layer)],
-            regularizer=self.options["regularizer"],
-            constraint=self.options["constraint"],
+            initializer=list(decision.initializers),
+            regularizer=list(decision.regularizers),
+            constraint=list(decision.constraints),
             name=site.layer.name,
         )
         wrapper.build(None)
@@ -541,26 +544,6 @@ def copy_subclassed(adapter: Adapter, model: Any, inputs: Any, skip: Callable[[A
     adapter.build_like(copy, model)
     copy_weights(adapter, [(model, copy)], lambda: copy(inputs, training=False), skip=skip)
     return copy
-
-
-def _initializers_per_layer(adapter: Adapter, decisions: list[Decision], initializer: Any) -> dict[int, list[Any]]:
-    """One initializer per state of every layer that gets states, each state its own draw across the model.
-
-    One initializer object used for every state of every layer would give them
-    all the same values; `distinct_initializers` re-seeds its later uses.
-    """
-    layers = {id(d.layer): d for d in decisions if d.action == ADD}
-    flat: list[Any] = []
-    for decision in layers.values():
-        count = len(decision.state_shapes)
-        values = per_state(initializer, count, "initializer", f"layer '{decision.path}'")
-        flat += [adapter.keras_api.initializers.get("zeros" if v is None else v) for v in values]
-    flat = distinct_initializers(flat)
-    result, start = {}, 0
-    for key, decision in layers.items():
-        result[key] = flat[start : start + len(decision.state_shapes)]
-        start += len(decision.state_shapes)
-    return result
 
 
 class _Names:
@@ -645,7 +628,11 @@ def remove_trainable_initial_states(model: Any) -> Any:
         surgery.unwrap_all(adapter, new_model, remove_trainable_initial_states)
         compile_like(adapter, new_model, model)
         return new_model
-    new_model = _Rebuild(adapter, on_call, substitute, skip=_is_wrapper(adapter))(model)
+
+    def calls(graph: Any) -> list[PlannedCall]:
+        return [PlannedCall(*call, None) for call in adapter.call_sites(graph)]
+
+    new_model = _Rebuild(adapter, calls, on_call, substitute, skip=_is_wrapper(adapter))(model)
     for _, layer in layers_in_tree(adapter, new_model):
         if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
             surgery.unwrap_all(adapter, layer, remove_trainable_initial_states)

@@ -84,6 +84,10 @@ def _reaches_into_keras(module: str) -> list[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             text = ", ".join(name for name in names if name.startswith(("keras.src", "tf_keras.src")))
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("getattr", "hasattr", "setattr"):
+            name = node.args[1] if len(node.args) > 1 else None
+            if isinstance(name, ast.Constant) and str(name.value).startswith("_"):
+                text = "" if str(name.value).startswith(("__", "_rsr_")) else ast.unparse(node)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             text = node.value if node.value in ("keras3", "tf_keras") and module != "cli" else ""
         if text:
@@ -108,6 +112,7 @@ def test_the_seam_check_sees_what_it_looks_for(tmp_path, monkeypatch):
         "import tf_keras.src.engine\n"
         "def f(tensor, generation):\n"
         "    layer = tensor._keras_history[0]\n"
+        "    mask = getattr(tensor, '_keras_mask', None)\n"
         "    return generation is Generation.TF_KERAS\n"
     )
     (tmp_path / "probe.py").write_text(source)
@@ -115,6 +120,7 @@ def test_the_seam_check_sees_what_it_looks_for(tmp_path, monkeypatch):
     found = _reaches_into_keras("probe")
     assert sorted(line.split(": ", 1)[1] for line in found) == [
         "Generation.TF_KERAS",
+        "getattr(tensor, '_keras_mask', None)",
         "tensor._keras_history",
         "tf_keras.src.engine",
     ], found
