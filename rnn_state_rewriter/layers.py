@@ -13,17 +13,18 @@ return a layer of `rnn`'s generation.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
 
 from rnn_state_rewriter._adapter import adapter, adapter_for
+from rnn_state_rewriter.arguments import check_noise_stddev, distinct_initializers, per_state
 from rnn_state_rewriter.generation import Generation, batch_axis
 from rnn_state_rewriter.states import (
     Shape,
     flatten_shapes,
+    known_state_count,
     map_shapes,
     pack_like,
     recurrent_kind,
@@ -76,26 +77,6 @@ def twin_of(name: str) -> Callable[[type], type]:
     return mark
 
 
-def per_state(value: Any, count: int, argument: str, owner: str) -> list[Any]:
-    """Expands one value to `count` entries, or checks a per-state list has `count`."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != count:
-            raise ValueError(
-                f"Argument `{argument}` must have one entry per state of {owner} "
-                f"({count}), or be a single value for all of them. Received: "
-                f"{argument}={list(value)!r} with {len(value)} entries"
-            )
-        return list(value)
-    return [value] * count
-
-
-def check_noise_stddev(value: Any, owner: str) -> float:
-    """Returns `value` as a float, or raises `ValueError` unless it is a number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= 0:
-        raise ValueError(f"Argument `noise_stddev` of {owner} must be a number >= 0. Received: noise_stddev={value!r}")
-    return float(value)
-
-
 def add_state_variables(
     layer: Any, shapes: list[Shape], initializers: list[Any], regularizers: list[Any], constraints: list[Any]
 ) -> list[Any]:
@@ -134,71 +115,6 @@ def broadcast_states(
             state = state + noise(state)
         states.append(state)
     return pack_like(structure, states)
-
-
-def distinct_initializers(initializers: list[Any]) -> list[Any]:
-    """Gives each state its own draw: a random initializer already used by an earlier state is re-seeded.
-
-    A Keras initializer object with a fixed seed (or, unseeded, with the seed it
-    drew when made) returns the same values on every call, so one object used for
-    every state would make them all equal. A later use gets a copy: with seed
-    `seed + 1`, `seed + 2`, ... (the first free one) if seeded, so a seeded
-    initializer stays reproducible; unseeded, a fresh copy that draws its own
-    seed (reproducible under `keras.utils.set_random_seed`). Initializers without
-    a seed (zeros, ones, constants) are left as they are.
-    """
-    used: set[Any] = set()
-    result = []
-    for initializer in initializers:
-        config = initializer.get_config() if hasattr(initializer, "get_config") else {}
-        if "seed" not in config:
-            result.append(initializer)
-            continue
-        key = _seed_key(initializer, config)
-        if key in used:
-            if config["seed"] is None:
-                initializer = type(initializer).from_config(config)
-            else:
-                seed = config["seed"]
-                while _seed_key(initializer, {**config, "seed": seed}) in used:
-                    seed += 1
-                initializer = type(initializer).from_config({**config, "seed": seed})
-            config = initializer.get_config()
-            key = _seed_key(initializer, config)
-        used.add(key)
-        result.append(initializer)
-    return result
-
-
-def _seed_key(initializer: Any, config: dict[str, Any]) -> Any:
-    """What makes two initializers draw the same values: the object if unseeded, else class and config."""
-    if config.get("seed") is None:
-        return id(initializer)
-    return (type(initializer), tuple(sorted((key, repr(value)) for key, value in config.items())))
-
-
-def known_state_count(layer: Any) -> int | None:
-    """The number of states of a recurrent layer, where its cells say so before it is built.
-
-    Counts `cell.state_size` entries (an int is one state, a list one per entry,
-    nested lists recursively); None where the cell does not say (Keras 3
-    ConvLSTM's `-1`, shapes, custom objects): then it is known only once built.
-    """
-    if recurrent_kind(layer) == "bidirectional":
-        counts = [known_state_count(layer.forward_layer), known_state_count(layer.backward_layer)]
-        return None if None in counts else sum(c for c in counts if c is not None)
-    return _count_states(getattr(getattr(layer, "cell", None), "state_size", None))
-
-
-def _count_states(size: Any) -> int | None:
-    if isinstance(size, bool):
-        return None
-    if isinstance(size, int):
-        return 1 if size > 0 else None
-    if isinstance(size, (list, tuple)) and size:
-        counts = [_count_states(entry) for entry in size]
-        return None if None in counts else sum(c for c in counts if c is not None)
-    return None
 
 
 def _first_shape(shape: Any) -> tuple[Any, ...]:

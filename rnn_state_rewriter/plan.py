@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rnn_state_rewriter._adapter import Adapter, adapter_for
+from rnn_state_rewriter.arguments import distinct_initializers, per_state
 from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
-from rnn_state_rewriter.layers import distinct_initializers, per_state
 from rnn_state_rewriter.states import describe_kind, flatten_shapes, state_shapes
 from rnn_state_rewriter.surgery import Site, find_sites
 

@@ -28,6 +28,7 @@ __all__ = [
     "pack_like",
     "map_shapes",
     "describe_kind",
+    "known_state_count",
 ]
 
 Shape = tuple[int, ...]
@@ -158,3 +159,27 @@ def pack_like(structure: Any, flat: list[Any]) -> Any:
     values = iter(flat)
     packed = map_shapes(lambda _: next(values), structure)
     return packed
+
+
+def known_state_count(layer: Any) -> int | None:
+    """The number of states of a recurrent layer, where its cells say so before it is built.
+
+    Counts `cell.state_size` entries (an int is one state, a list one per entry,
+    nested lists recursively); None where the cell does not say (Keras 3
+    ConvLSTM's `-1`, shapes, custom objects): then it is known only once built.
+    """
+    if recurrent_kind(layer) == "bidirectional":
+        counts = [known_state_count(layer.forward_layer), known_state_count(layer.backward_layer)]
+        return None if None in counts else sum(c for c in counts if c is not None)
+    return _count_states(getattr(getattr(layer, "cell", None), "state_size", None))
+
+
+def _count_states(size: Any) -> int | None:
+    if isinstance(size, bool):
+        return None
+    if isinstance(size, int):
+        return 1 if size > 0 else None
+    if isinstance(size, (list, tuple)) and size:
+        counts = [_count_states(entry) for entry in size]
+        return None if None in counts else sum(c for c in counts if c is not None)
+    return None

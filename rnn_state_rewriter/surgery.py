@@ -13,7 +13,7 @@ rewrite and put in its place.
 
 A subclassed model is copied the way Keras copies it: from its config, with
 its custom classes in scope, built from its build config (or on a probe batch),
-then its whole state copied (`cloning.copy_state`). Where no copy can be
+then its whole state copied (`layer_copy.copy_state`). Where no copy can be
 made, the error says why and offers `in_place=True`.
 """
 
