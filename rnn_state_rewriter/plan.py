@@ -102,6 +102,10 @@ class Decision:
             the model (empty where skipped).
         regularizers: the regularizer of each state (empty where skipped).
         constraints: the constraint of each state (empty where skipped).
+        state_name: the name of the new `TrainableInitialState` layer, unique
+            in the model (graph route; empty where skipped).
+        mask_name: the name of the `SequenceMask` layer that hands the call
+            its run-time mask (empty where `runtime_mask` is False).
     """
 
     path: str
@@ -119,6 +123,8 @@ class Decision:
     initializers: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
     regularizers: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
     constraints: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    state_name: str = dataclasses.field(default="", repr=False, compare=False)
+    mask_name: str = dataclasses.field(default="", repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +328,21 @@ def is_stateful(adapter: Adapter, layer: Any) -> bool:
     return bool(getattr(layer, "stateful", False))
 
 
+class Names:
+    """New layer names, unique in the model: `name`, else `name_1`, `name_2`, ..."""
+
+    def __init__(self, adapter: Adapter, model: Any) -> None:
+        self.taken = {model.name} | {layer.name for layer in adapter.sublayers(model)}
+
+    def new(self, name: str) -> str:
+        candidate, suffix = name, 0
+        while candidate in self.taken:
+            suffix += 1
+            candidate = f"{name}_{suffix}"
+        self.taken.add(candidate)
+        return candidate
+
+
 # ----------------------------------------------------------------------------
 # The walk
 # ----------------------------------------------------------------------------
@@ -441,7 +462,18 @@ class Planner:
     def plan(self, model: Any) -> Plan:
         """The plan of the walk: each added decision with its per-state options, each graph's calls."""
         options = self.per_state_options()
-        sites = {key: dataclasses.replace(d, **options.get(id(d.layer), {})) for key, d in self.sites.items()}
+        names = Names(self.adapter, model)
+        state_names: dict[int, str] = {}
+        sites = {}
+        for key, decision in self.sites.items():  # in graph order, as the rebuild meets them
+            if decision.action is Action.ADD:
+                layer = decision.layer
+                if id(layer) not in state_names:
+                    state_names[id(layer)] = names.new(f"{layer.name}_initial_state")
+                mask_name = names.new(f"{layer.name}_mask") if decision.runtime_mask else ""
+                options[id(layer)] = {**options[id(layer)], "state_name": state_names[id(layer)]}
+                decision = dataclasses.replace(decision, mask_name=mask_name)
+            sites[key] = dataclasses.replace(decision, **options.get(id(decision.layer), {}))
         surgery = {path: dataclasses.replace(d, **options.get(id(d.layer), {})) for path, d in self.surgery.items()}
         graphs = {
             graph: [PlannedCall(*call, sites.get((graph, index))) for index, call in enumerate(calls)]

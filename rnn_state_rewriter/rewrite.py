@@ -272,7 +272,6 @@ def _warn_skipped(plan: Plan) -> None:
 def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], GraphRebuild]:
     """The graph route: a `TrainableInitialState` in front of each call site the plan adds states to."""
     adapter = plan.adapter
-    names = _Names(adapter, plan.model)
     state_layers: dict[int, Any] = {}
 
     def state_layer_for(decision: Decision) -> Any:
@@ -285,7 +284,7 @@ def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], Gra
                 constraint=list(decision.constraints),
                 noise_stddev=noise_stddev,
                 batch_axis=decision.batch_axis,
-                name=names.new(f"{layer.name}_initial_state"),
+                name=decision.state_name,
                 dtype=layer.dtype_policy,
             )
         return state_layers[id(layer)]
@@ -296,7 +295,7 @@ def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], Gra
             return site.call_plain(adapter)
         args, kwargs, _ = adapter.split_initial_state(site.new_layer, site.args, site.kwargs)
         states = state_layer_for(decision)(args[0])
-        mask_name = names.new(f"{decision.layer.name}_mask") if decision.runtime_mask else None
+        mask_name = decision.mask_name or None
         return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask_name)
 
     rebuild = GraphRebuild(adapter, lambda graph: plan.graphs[id(graph)], on_call)
@@ -373,21 +372,6 @@ def copy_subclassed(adapter: Adapter, model: Any, inputs: Any, skip: Callable[[A
     adapter.build_like(copy, model)
     copy_weights(adapter, [(model, copy)], lambda: copy(inputs, training=False), skip=skip)
     return copy
-
-
-class _Names:
-    """New layer names, unique in the model: `name`, else `name_1`, `name_2`, ..."""
-
-    def __init__(self, adapter: Adapter, model: Any) -> None:
-        self.taken = {model.name} | {layer.name for layer in adapter.sublayers(model)}
-
-    def new(self, name: str) -> str:
-        candidate, suffix = name, 0
-        while candidate in self.taken:
-            suffix += 1
-            candidate = f"{name}_{suffix}"
-        self.taken.add(candidate)
-        return candidate
 
 
 def _freeze_all_but_states(adapter: Adapter, model: Any) -> None:
