@@ -50,7 +50,7 @@ READ = textwrap.dedent(
             api = importlib.import_module("keras")
         model = api.models.load_model(path)
         states = rsr.initial_states(model)
-        print(path.rsplit("/", 1)[-1], sorted(states), float(np.asarray(model(x)).sum()))
+        print(path.rsplit("/", 1)[-1], sorted(states), float(model.predict(x, verbose=0).sum()))
     """
 )
 
@@ -70,7 +70,7 @@ def files(tmp_path_factory):
     def save(model, name):
         new = rsr.add_trainable_initial_states(model, initializer="ones")
         new.save(str(folder / name))
-        made[name] = (sorted(rsr.initial_states(new)), float(np.asarray(new(x)).sum()))
+        made[name] = (sorted(rsr.initial_states(new)), float(new.predict(x, verbose=0).sum()))
 
     save(keras.Sequential([keras.Input((5, 2)), keras.layers.LSTM(3, name="lstm")]), "keras3.keras")
     code = BLOCK + textwrap.dedent(
