@@ -21,7 +21,7 @@ from keras.src.saving.serialization_lib import SafeModeScope
 
 import rnn_state_rewriter.activations  # noqa: F401  (registers Keras 2's hard_sigmoid for Keras 3 files)
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN
-from rnn_state_rewriter.states import recurrent_kind
+from rnn_state_rewriter.states import recurrent_kind_in
 from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
 
 keras_api = keras
@@ -138,6 +138,11 @@ def mask_of(tensor: Any) -> Any:
 
 
 # The graph of Functional and Sequential models.
+
+
+def recurrent_kind(layer: Any) -> str | None:
+    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers (`states.recurrent_kind`)."""
+    return recurrent_kind_in(keras.layers, layer)
 
 
 def is_keras_tensor(value: Any) -> bool:

@@ -28,7 +28,7 @@ from rnn_state_rewriter.layers import (
     TrainableInitialStateRNNMixin,
     twin_of,
 )
-from rnn_state_rewriter.states import recurrent_kind
+from rnn_state_rewriter.states import recurrent_kind_in
 from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
 
 keras_api = tf_keras
@@ -191,6 +191,11 @@ def mask_of(tensor: Any) -> Any:
 
 
 # The graph of Functional and Sequential models.
+
+
+def recurrent_kind(layer: Any) -> str | None:
+    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers (`states.recurrent_kind`)."""
+    return recurrent_kind_in(tf_keras.layers, layer)
 
 
 def is_keras_tensor(value: Any) -> bool:

@@ -245,7 +245,11 @@ def recurrent_layers(model: Any) -> list[tuple[str, Any]]:
 
     ```
     """
-    adapter = model_adapter(model)
+    return reachable_recurrent_layers(model_adapter(model), model)
+
+
+def reachable_recurrent_layers(adapter: Adapter, model: Any) -> list[tuple[str, Any]]:
+    """`recurrent_layers` of a model whose generation is known."""
     found: list[tuple[str, Any]] = []
     roots = layers_in_tree(adapter, model) if is_graph_model(adapter, model) else [("", model)]
     for prefix, layer in roots:
@@ -261,7 +265,7 @@ def _held(adapter: Adapter, layer: Any, prefix: str) -> list[tuple[str, Any]]:
     found = []
     for site in find_sites(adapter, layer, prefix):
         if is_graph_model(adapter, site.layer):
-            found += [(f"{site.path}/{path}", inner) for path, inner in recurrent_layers(site.layer)]
+            found += [(f"{site.path}/{path}", inner) for path, inner in reachable_recurrent_layers(adapter, site.layer)]
         else:
             found.append((site.path, site.layer))
     return found
@@ -552,7 +556,7 @@ def make_plan(
 ) -> Plan:
     """Walks `model` once and returns the plan the rewrite executes (see `plan_trainable_initial_states`)."""
     adapter = model_adapter(model)
-    found = recurrent_layers(model)
+    found = reachable_recurrent_layers(adapter, model)
     selected = selector(layers, found)
     if layers is not None and found and not any(selected(path, layer) for path, layer in found):
         raise ValueError(

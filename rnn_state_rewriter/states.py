@@ -15,6 +15,7 @@ states followed by the backward ones, as it splits them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from rnn_state_rewriter._adapter import adapter_for
@@ -22,6 +23,7 @@ from rnn_state_rewriter._adapter import adapter_for
 __all__ = [
     "Shape",
     "recurrent_kind",
+    "recurrent_kind_in",
     "is_recurrent",
     "state_shapes",
     "flatten_shapes",
@@ -38,12 +40,16 @@ def recurrent_kind(layer: Any) -> str | None:
     """`"trainable"`, `"bidirectional"`, `"rnn"`, or None for other layers.
 
     `"trainable"` is a `TrainableInitialStateRNN` of either generation, which
-    says so with a class attribute (this module sits below the layers).
+    says so with a class attribute.
 
     Raises:
         TypeError: if `layer` is not a Keras object.
     """
-    layers = adapter_for(layer).keras_api.layers
+    return recurrent_kind_in(adapter_for(layer).keras_api.layers, layer)
+
+
+def recurrent_kind_in(layers: ModuleType, layer: Any) -> str | None:
+    """`recurrent_kind` of a layer of the Keras generation whose `layers` module is given."""
     if getattr(layer, "gives_trainable_initial_state", False):
         return "trainable"
     if isinstance(layer, layers.Bidirectional):
