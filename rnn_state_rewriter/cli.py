@@ -220,20 +220,14 @@ def _quiet() -> Iterator[None]:
 
 
 def _keras_api(major: str) -> Any:
-    """The Keras package of a generation, with this package's layers registered for loading."""
-    if major == "3":
-        import keras
+    """The Keras package of a generation (`--keras` 3 or 2), with this package's classes registered for loading."""
+    from rnn_state_rewriter._adapter import adapter
+    from rnn_state_rewriter.generation import Generation
 
-        import rnn_state_rewriter._keras3  # noqa: F401  (registers the layers and the loader of retrofitted objects)
-
-        return keras
     try:
-        import tf_keras
+        return adapter(Generation.from_major(major)).keras_api  # importing the seam's module registers them
     except ImportError:
         raise CliError("this model needs tf-keras (Keras 2): pip install 'rnn-state-rewriter[tf-keras]'") from None
-    import rnn_state_rewriter._tf_keras  # noqa: F401  (registers the tf-keras layers)
-
-    return tf_keras
 
 
 def save_atomically(model: Any, output: str, force: bool) -> None:

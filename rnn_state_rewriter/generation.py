@@ -26,6 +26,11 @@ class Generation(enum.Enum):
         """The name of the Python package of this generation."""
         return "keras" if self is Generation.KERAS3 else "tf_keras"
 
+    @classmethod
+    def from_major(cls, major: str) -> Generation:
+        """The generation of a Keras major version: `"3"` (Keras 3) or `"2"` (tf-keras)."""
+        return {"3": cls.KERAS3, "2": cls.TF_KERAS}[major]
+
     @property
     def module(self) -> str:
         """The package module of this generation's side of the seam (`rnn_state_rewriter._adapter.Adapter`)."""
