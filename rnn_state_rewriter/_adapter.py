@@ -102,6 +102,31 @@ class Adapter(Protocol):
         """The Keras mask a tensor carries, or None."""
         ...
 
+    def read(self, variable: Any, dtype: Any) -> Any:
+        """The variable's value now, as a tensor of `dtype` that a later assignment to it leaves alone."""
+        ...
+
+    def project(self, context: Any, kernel: Any, shape: Sequence[int], dtype: Any) -> Any:
+        """`context @ kernel` (`(batch, d) @ (d, prod(shape))`), in `dtype`, reshaped to `(batch, *shape)`."""
+        ...
+
+    def lookup(self, ids: Any, table: Any, dtype: Any) -> Any:
+        """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`."""
+        ...
+
+    def prepare_stateful(self, layer: Any) -> None:
+        """Lets a built stateful recurrent layer take an `initial_state` nested as its carried state."""
+        ...
+
+    def flag(self, value: float) -> Any:
+        """A float32 scalar variable that is not a weight: not trained, not saved, not in `layer.weights`.
+
+        A stateful layer's carried state is kept that way; the flag that says
+        it was just reset must live exactly as long (a reloaded model starts
+        reset).
+        """
+        ...
+
     # The graph of Functional and Sequential models, and the layers in them.
 
     @property

@@ -18,6 +18,7 @@ import keras
 from keras.src.backend import get_keras_mask
 from keras.src.models.functional import Functional
 from keras.src.saving.serialization_lib import SafeModeScope
+from keras.src.utils.tracking import DotNotTrackScope
 
 import rnn_state_rewriter.activations  # noqa: F401  (registers Keras 2's hard_sigmoid for Keras 3 files)
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN
@@ -44,6 +45,11 @@ __all__ = [
     "to_tensor",
     "batch_of",
     "mask_of",
+    "read",
+    "project",
+    "lookup",
+    "flag",
+    "prepare_stateful",
     "fresh_input",
     "layer_of",
     "predict",
@@ -130,6 +136,34 @@ def to_tensor(value: Any) -> Any:
 def batch_of(size: Any) -> Any:
     """A tensor of shape `(size,)`: what reads as a batch of that size."""
     return keras.ops.zeros((size,))
+
+
+def read(variable: Any, dtype: Any) -> Any:
+    """The variable's value now, as a tensor of `dtype` that a later assignment to it leaves alone (PyTorch
+    checks that a value its gradient needs was not assigned in place)."""
+    return keras.ops.copy(keras.ops.cast(variable, dtype))
+
+
+def project(context: Any, kernel: Any, shape: Sequence[int], dtype: Any) -> Any:
+    """`context @ kernel` (`(batch, d) @ (d, prod(shape))`), in `dtype`, reshaped to `(batch, *shape)`."""
+    product = keras.ops.matmul(keras.ops.cast(context, dtype), keras.ops.cast(kernel, dtype))
+    return keras.ops.reshape(product, (-1, *shape))
+
+
+def lookup(ids: Any, table: Any, dtype: Any) -> Any:
+    """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`."""
+    rows = keras.ops.take(table, keras.ops.reshape(keras.ops.cast(ids, "int32"), (-1,)), axis=0)
+    return keras.ops.cast(rows, dtype)
+
+
+def prepare_stateful(layer: Any) -> None:
+    """Nothing to do: Keras 3 takes any `initial_state` nested as the layer's states."""
+
+
+def flag(value: float) -> Any:
+    """A float32 scalar variable that is not a weight (as a stateful RNN keeps its carried state)."""
+    with DotNotTrackScope():
+        return keras.Variable(value, trainable=False, dtype="float32", name="starts_fresh")
 
 
 def mask_of(tensor: Any) -> Any:
@@ -321,11 +355,14 @@ def model_from_legacy_config(config: dict[str, Any], custom_objects: dict[str, A
 
 
 def carried_states(model: Any) -> list[Any]:
-    """The state variables of every stateful recurrent layer (Keras 3 creates them when the layer is built)."""
+    """The state variables of every stateful recurrent layer (Keras 3 creates them when the layer is built),
+    and the reset flags of the wrappers around them."""
     found = []
     for layer in sublayers(model):
         if getattr(layer, "stateful", False) and isinstance(getattr(layer, "states", None), (list, tuple)):
             found += [s for s in keras.tree.flatten(layer.states) if isinstance(s, keras.Variable)]
+        if isinstance(getattr(layer, "starts_fresh", None), keras.Variable):  # a wrapper's reset flag
+            found.append(layer.starts_fresh)
     return found
 
 

@@ -51,6 +51,11 @@ __all__ = [
     "to_tensor",
     "batch_of",
     "mask_of",
+    "read",
+    "project",
+    "lookup",
+    "flag",
+    "prepare_stateful",
     "fresh_input",
     "layer_of",
     "predict",
@@ -183,6 +188,36 @@ def to_tensor(value: Any) -> Any:
 def batch_of(size: Any) -> Any:
     """A tensor of shape `(size,)`: what reads as a batch of that size."""
     return tf.zeros(tf.reshape(size, [1]))
+
+
+def read(variable: Any, dtype: Any) -> Any:
+    """The variable's value now, as a tensor of `dtype`."""
+    return tf.cast(variable, dtype)
+
+
+def project(context: Any, kernel: Any, shape: Sequence[int], dtype: Any) -> Any:
+    """`context @ kernel` (`(batch, d) @ (d, prod(shape))`), in `dtype`, reshaped to `(batch, *shape)`."""
+    product = tf.matmul(tf.cast(context, dtype), tf.cast(kernel, dtype))
+    return tf.reshape(product, [-1, *shape])
+
+
+def lookup(ids: Any, table: Any, dtype: Any) -> Any:
+    """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`."""
+    return tf.cast(tf.gather(table, tf.reshape(tf.cast(ids, "int32"), [-1])), dtype)
+
+
+def prepare_stateful(layer: Any) -> None:
+    """Keeps a stateful layer's carried state in a list, not a tuple (stacked cells): tf-keras compares its
+    nesting with the `initial_state`'s, which it always makes a list."""
+    for each in (layer.forward_layer, layer.backward_layer) if recurrent_kind(layer) == "bidirectional" else (layer,):
+        if isinstance(getattr(each, "states", None), tuple):
+            each.states = list(each.states)
+
+
+def flag(value: float) -> Any:
+    """A float32 scalar variable that is not a weight (as a stateful RNN keeps its carried state)."""
+    with tf.init_scope():
+        return tf.Variable(value, trainable=False, dtype="float32", name="starts_fresh")
 
 
 def mask_of(tensor: Any) -> Any:
@@ -340,7 +375,8 @@ def predict(model: Any, inputs: Any) -> Any:
 
 
 def carried_states(model: Any) -> list[Any]:
-    """The state variables of every stateful recurrent layer, created (at zero) where not yet."""
+    """The state variables of every stateful recurrent layer, created (at zero) where not yet, and the reset
+    flags of the wrappers around them."""
     found = []
     for layer in sublayers(model):
         if not getattr(layer, "stateful", False) or not hasattr(layer, "reset_states"):
@@ -348,6 +384,9 @@ def carried_states(model: Any) -> list[Any]:
         if any(s is None for s in tf.nest.flatten(getattr(layer, "states", None) or [None])):
             layer.reset_states()  # zeros, as a stateful layer starts: no change in what it computes
         found += [s for s in tf.nest.flatten(layer.states) if isinstance(s, tf.Variable)]
+    for layer in sublayers(model):
+        if isinstance(getattr(layer, "starts_fresh", None), tf.Variable):  # a wrapper's reset flag
+            found.append(layer.starts_fresh)
     return found
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-__all__ = ["per_state", "check_noise_stddev", "distinct_initializers"]
+__all__ = ["per_state", "check_noise_stddev", "check_context", "distinct_initializers"]
 
 
 def per_state(value: Any, count: int, argument: str, owner: str) -> list[Any]:
@@ -32,6 +32,25 @@ def check_noise_stddev(value: Any, owner: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= 0:
         raise ValueError(f"Argument `noise_stddev` of {owner} must be a number >= 0. Received: noise_stddev={value!r}")
     return float(value)
+
+
+def check_context(context_dim: Any, num_ids: Any, owner: str) -> tuple[int | None, int | None]:
+    """Checks the kind of context states are conditioned on: `context_dim` floats, or ids below `num_ids`.
+
+    Raises:
+        ValueError: if either is not a positive integer, or both are given.
+    """
+    for argument, value in (("context_dim", context_dim), ("num_ids", num_ids)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(
+                f"Argument `{argument}` of {owner} must be a positive integer or None. Received: {argument}={value!r}"
+            )
+    if context_dim is not None and num_ids is not None:
+        raise ValueError(
+            f"Arguments `context_dim` and `num_ids` of {owner} are exclusive: states are conditioned on a "
+            f"float context or on integer ids. Received: context_dim={context_dim}, num_ids={num_ids}"
+        )
+    return (None if context_dim is None else int(context_dim)), (None if num_ids is None else int(num_ids))
 
 
 def distinct_initializers(initializers: list[Any]) -> list[Any]:

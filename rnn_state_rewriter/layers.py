@@ -17,13 +17,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 
 from rnn_state_rewriter._adapter import adapter, adapter_for
-from rnn_state_rewriter.arguments import check_noise_stddev, distinct_initializers, per_state
+from rnn_state_rewriter.arguments import check_context, check_noise_stddev, distinct_initializers, per_state
 from rnn_state_rewriter.generation import Generation, batch_axis
 from rnn_state_rewriter.states import (
     Shape,
+    carried_state_variables,
     flatten_shapes,
+    is_stateful,
     known_state_count,
     map_shapes,
     pack_like,
@@ -94,6 +97,26 @@ def add_state_variables(
     ]
 
 
+def add_context_maps(layer: Any, shapes: list[Shape], context_dim: int | None, num_ids: int | None) -> list[Any]:
+    """Creates `context_map_0`, `context_map_1`, ... on `layer`, one per state, at zero.
+
+    For a float context of `context_dim` features each is a kernel of shape
+    `(context_dim, prod(state_shape))`; for ids below `num_ids`, a table of
+    shape `(num_ids, *state_shape)`. None of either: no maps.
+    """
+    if context_dim is None and num_ids is None:
+        return []
+    return [
+        layer.add_weight(
+            name=f"context_map_{i}",
+            shape=(context_dim, int(np.prod(shape))) if context_dim is not None else (num_ids, *shape),
+            initializer="zeros",
+            trainable=True,
+        )
+        for i, shape in enumerate(shapes)
+    ]
+
+
 def broadcast_states(
     generation: Adapter,
     variables: list[Any],
@@ -102,19 +125,63 @@ def broadcast_states(
     batch_axis: int,
     dtype: Any,
     noise: Callable[[Any], Any] | None = None,
+    maps: Sequence[Any] = (),
+    context: Any = None,
+    by_id: bool = False,
 ) -> Any:
     """The state variables cast to `dtype`, broadcast to the batch of `inputs`, nested as `structure`.
 
-    `noise`, if given, maps each broadcast state to the noise added to it.
+    With `maps`, each state adds its map of `context`: the rows of its table at
+    the ids (`by_id`), or the context times its kernel. `noise`, if given, maps
+    each state to the noise added to it.
     """
     batch_size = generation.batch_size(inputs, batch_axis)
     states = []
-    for variable, shape in zip(variables, flatten_shapes(structure), strict=True):
+    for i, (variable, shape) in enumerate(zip(variables, flatten_shapes(structure), strict=True)):
         state = generation.broadcast_to_batch(variable, batch_size, shape, dtype)
+        if maps:
+            offset = generation.lookup(context, maps[i], dtype) if by_id else generation.project(context, maps[i], shape, dtype)
+            state = state + offset
         if noise is not None:
             state = state + noise(state)
         states.append(state)
     return pack_like(structure, states)
+
+
+class ContextMixin:
+    """What both layers share about the context their states are conditioned on."""
+
+    name: str
+    context_dim: int | None
+    num_ids: int | None
+    context_maps: list[Any]
+
+    def _check_context(self, context: Any) -> None:
+        """Raises `ValueError` for a context the layer does not take, or a missing or misshapen one."""
+        if not self.context_maps:
+            if context is not None:
+                raise ValueError(
+                    f"Layer '{self.name}' has no context map: its states are not conditioned on a context. "
+                    "Make it with `context_dim=` (float features) or `num_ids=` (integer ids), or call it "
+                    "without `context`."
+                )
+            return
+        expects = f"ids of shape (batch,) or (batch, 1) below {self.num_ids}" if self.num_ids else (
+            f"floats of shape (batch, {self.context_dim})"
+        )
+        if context is None:
+            raise ValueError(
+                f"Layer '{self.name}' conditions its states on a context ({expects}): pass it as `context=`."
+            )
+        shape = tuple(getattr(context, "shape", ()) or ())
+        if self.num_ids:
+            fits = len(shape) == 1 or (len(shape) == 2 and shape[1] in (1, None))
+        else:
+            fits = len(shape) == 2 and shape[1] in (self.context_dim, None)
+        if not fits:
+            raise ValueError(
+                f"Argument `context` of layer '{self.name}' must be {expects}. Received: context of shape {shape}"
+            )
 
 
 def _first_shape(shape: Any) -> tuple[Any, ...]:
@@ -131,7 +198,7 @@ def _serialize_each(api: Any, kind: str, values: list[Any]) -> list[Any]:
     return [module.serialize(module.get(value)) for value in values]
 
 
-class TrainableInitialStateMixin:
+class TrainableInitialStateMixin(ContextMixin):
     """The behaviour of `TrainableInitialState`, shared by both generations."""
 
     _keras: Adapter  # the concrete class's Keras generation (`GenerationOf`)
@@ -145,6 +212,8 @@ class TrainableInitialStateMixin:
         constraint: Any = None,
         noise_stddev: float = 0.0,
         batch_axis: int = 0,
+        context_dim: int | None = None,
+        num_ids: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[call-arg]
@@ -172,9 +241,11 @@ class TrainableInitialStateMixin:
         self.constraints = [api.constraints.get(v) for v in per_state(constraint, count, "constraint", owner)]
         self.noise_stddev = check_noise_stddev(noise_stddev, owner)
         self.batch_axis = int(batch_axis)
+        self.context_dim, self.num_ids = check_context(context_dim, num_ids, owner)
         self.supports_masking = True
         self._noise_source = self._keras.noise_source() if self.noise_stddev else None
         self.state_variables: list[Any] = []
+        self.context_maps: list[Any] = []
 
     @classmethod
     def for_layer(
@@ -185,6 +256,8 @@ class TrainableInitialStateMixin:
         regularizer: Any = None,
         constraint: Any = None,
         noise_stddev: float = 0.0,
+        context_dim: int | None = None,
+        num_ids: int | None = None,
         name: str | None = None,
     ) -> Any:
         """Makes the initial-state layer of a built recurrent layer, of its generation.
@@ -192,7 +265,8 @@ class TrainableInitialStateMixin:
         Shapes, nesting, batch axis and dtype policy all come from `layer`.
         `initializer`, `regularizer` and `constraint` are a single value for every
         state, or a list with one entry per state (forward then backward for
-        `Bidirectional`, flattened for stacked cells). Returns an instance of
+        `Bidirectional`, flattened for stacked cells). `context_dim` or
+        `num_ids` condition the states on a context (see the class). Returns an instance of
         `cls` when `cls` is of `layer`'s generation (so subclasses can use it),
         else the `TrainableInitialState` of `layer`'s generation.
         """
@@ -214,6 +288,8 @@ class TrainableInitialStateMixin:
             constraint=constraint,
             noise_stddev=noise_stddev,
             batch_axis=batch_axis(layer),
+            context_dim=context_dim,
+            num_ids=num_ids,
             name=name or f"{layer.name}_initial_state",
             dtype=layer.dtype_policy,
         )
@@ -227,9 +303,11 @@ class TrainableInitialStateMixin:
         self.state_variables = add_state_variables(
             self, self.flat_shapes, self.initializers, self.regularizers, self.constraints
         )
+        self.context_maps = add_context_maps(self, self.flat_shapes, self.context_dim, self.num_ids)
         self.built = True
 
-    def call(self, inputs: Any, training: Any = None) -> Any:
+    def call(self, inputs: Any, context: Any = None, training: Any = None) -> Any:
+        self._check_context(context)
         noise = self._noise if training and self.noise_stddev else None
         return broadcast_states(
             self._keras,
@@ -239,6 +317,9 @@ class TrainableInitialStateMixin:
             self.batch_axis,
             self.compute_dtype,  # type: ignore[attr-defined]
             noise,
+            self.context_maps,
+            context,
+            by_id=self.num_ids is not None,
         )
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -257,6 +338,8 @@ class TrainableInitialStateMixin:
             "constraint": _serialize_each(self._keras.keras_api, "constraints", self.constraints),
             "noise_stddev": self.noise_stddev,
             "batch_axis": self.batch_axis,
+            "context_dim": self.context_dim,
+            "num_ids": self.num_ids,
         }
         return {**super().get_config(), **config}  # type: ignore[misc]
 
@@ -264,11 +347,12 @@ class TrainableInitialStateMixin:
         return self._keras.normal(state, self.noise_stddev, self._noise_source)
 
 
-class TrainableInitialStateRNNMixin:
+class TrainableInitialStateRNNMixin(ContextMixin):
     """The behaviour of `TrainableInitialStateRNN`, shared by both generations."""
 
     _keras: Adapter
     gives_trainable_initial_state = True  # how `states.recurrent_kind` tells it from other wrappers
+    starts_fresh: Any = None  # stateful layers: 1 while the next batch starts from the learned state
 
     def __init__(
         self,
@@ -277,6 +361,9 @@ class TrainableInitialStateRNNMixin:
         initializer: Any = None,
         regularizer: Any = None,
         constraint: Any = None,
+        noise_stddev: float = 0.0,
+        context_dim: int | None = None,
+        num_ids: int | None = None,
         **kwargs: Any,
     ) -> None:
         kind = recurrent_kind(layer)
@@ -294,9 +381,14 @@ class TrainableInitialStateRNNMixin:
         self.initializer = "zeros" if initializer is None else initializer
         self.regularizer = regularizer
         self.constraint = constraint
+        owner = f"layer '{layer.name}'"
+        self.noise_stddev = check_noise_stddev(noise_stddev, owner)
+        self.context_dim, self.num_ids = check_context(context_dim, num_ids, owner)
         self.supports_masking = True
         self.state_variables: list[Any] = []
+        self.context_maps: list[Any] = []
         self._state_shapes: list[Any] = []
+        self._noise_source = self._keras.noise_source() if self.noise_stddev else None
 
     def build(self, sequences_shape: Any = None, initial_state_shape: Any = None) -> None:
         layer: Any = self.layer  # type: ignore[attr-defined]
@@ -314,6 +406,11 @@ class TrainableInitialStateRNNMixin:
             options["regularizer"],
             options["constraint"],
         )
+        self.context_maps = add_context_maps(self, flatten_shapes(self._state_shapes), self.context_dim, self.num_ids)
+        if is_stateful(layer):
+            self._keras.prepare_stateful(layer)
+            if self.starts_fresh is None:  # not a weight: like the carried state, not saved; a layer starts reset
+                object.__setattr__(self, "starts_fresh", self._keras.flag(1.0))
         self.built = True
 
     def _per_state_options(
@@ -342,24 +439,101 @@ class TrainableInitialStateRNNMixin:
         initial_state: Any = None,
         mask: Any = None,
         training: Any = None,
+        context: Any = None,
     ) -> Any:
         layer: Any = self.layer  # type: ignore[attr-defined]
+        self._check_context(context)
         if initial_state is None:
-            initial_state = broadcast_states(
-                self._keras,
-                self.state_variables,
-                self._state_shapes,
-                sequences,
-                batch_axis(layer),
-                layer.compute_dtype,
-            )
+            initial_state = self._learned_states(sequences, batch_axis(layer), context, training)
+            if self.starts_fresh is not None:
+                initial_state = self._after_reset(initial_state)
         else:  # tf-keras accepts tensors only
             initial_state = self._keras.map_tensors(self._keras.to_tensor, initial_state)
         if mask is None:
             mask = self._keras.mask_of(sequences)
-        return layer(sequences, initial_state=initial_state, mask=mask, training=training)
+        outputs = layer(sequences, initial_state=initial_state, mask=mask, training=training)
+        if self.starts_fresh is not None:
+            self.starts_fresh.assign(0.0)  # the next batch carries on from this one's final state
+        return outputs
 
-    def get_initial_state(self, batch_size_or_inputs: Any) -> Any:
+    def _learned_states(self, inputs: Any, axis: int, context: Any = None, training: Any = None) -> Any:
+        layer: Any = self.layer  # type: ignore[attr-defined]
+        return broadcast_states(
+            self._keras,
+            self.state_variables,
+            self._state_shapes,
+            inputs,
+            axis,
+            layer.compute_dtype,
+            self._noise if training and self.noise_stddev else None,
+            self.context_maps,
+            context,
+            by_id=self.num_ids is not None,
+        )
+
+    def _after_reset(self, learned: Any) -> Any:
+        """A stateful layer's start: the learned state right after a reset, else the state it carries.
+
+        Both generations take the `initial_state` given to a stateful layer (tf-keras
+        only while its carried state is zero, which is then the same thing), so the
+        gradient reaches the learned state through the first batch after a reset.
+        """
+        layer: Any = self.layer  # type: ignore[attr-defined]
+        dtype = layer.compute_dtype
+        fresh = self._keras.read(self.starts_fresh, dtype)
+        carried = carried_state_variables(layer)
+        mixed = iter(
+            [
+                fresh * state + (1.0 - fresh) * self._keras.read(kept, dtype)
+                for state, kept in zip(self._keras.flatten_tensors(learned), carried, strict=True)
+            ]
+        )
+        if recurrent_kind(layer) == "bidirectional":
+            return pack_like(self._state_shapes, list(mixed))
+        # Nested as the layer keeps its carried state: tf-keras compares the two structures.
+        return self._keras.map_tensors(lambda _: next(mixed), layer.states)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the wrapped layer carries its state between batches (a reset returns it to the learned state)."""
+        return is_stateful(self.layer)  # type: ignore[attr-defined]
+
+    @stateful.setter
+    def stateful(self, value: bool) -> None:  # base classes set a default; the wrapped layer decides
+        pass
+
+    @property
+    def states(self) -> list[Any] | None:
+        """The variables holding the wrapped stateful layer's carried state (None if it is not stateful)."""
+        return carried_state_variables(self.layer) if self.stateful else None  # type: ignore[attr-defined]
+
+    def reset_state(self, *args: Any, **kwargs: Any) -> None:
+        """Resets the wrapped stateful layer: its next batch starts from the learned state.
+
+        Given explicit states (tf-keras' `reset_states(states)`), it starts from those.
+        """
+        self._reset("reset_state", "reset_states", args, kwargs)
+
+    def reset_states(self, *args: Any, **kwargs: Any) -> None:
+        """Alias of `reset_state` (the name tf-keras and `Model.reset_states` use)."""
+        self._reset("reset_states", "reset_state", args, kwargs)
+
+    def _reset(self, name: str, other: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        layer: Any = self.layer  # type: ignore[attr-defined]
+        carried = carried_state_variables(layer)
+        if args or kwargs or not carried:
+            (getattr(layer, name, None) or getattr(layer, other))(*args, **kwargs)
+        else:  # what every Keras reset does (Keras 3's own fails for stacked cells)
+            for variable in carried:
+                variable.assign(np.zeros_like(np.asarray(variable)))
+        if self.starts_fresh is not None:
+            given = bool(args) or kwargs.get("states") is not None
+            self.starts_fresh.assign(0.0 if given else 1.0)
+
+    def _noise(self, state: Any) -> Any:
+        return self._keras.normal(state, self.noise_stddev, self._noise_source)
+
+    def get_initial_state(self, batch_size_or_inputs: Any, context: Any = None) -> Any:
         """The learned initial state for a batch, nested as the wrapped layer takes it.
 
         Code that asks a recurrent layer for its starting state
@@ -368,15 +542,15 @@ class TrainableInitialStateRNNMixin:
         Args:
             batch_size_or_inputs: the batch size (Keras 3's signature), or the
                 layer's inputs (tf-keras' signature).
+            context: the context, for a layer made with `context_dim` or `num_ids`.
         """
         layer: Any = self.layer  # type: ignore[attr-defined]
         axis = batch_axis(layer)
         sequences = batch_size_or_inputs
         if isinstance(sequences, int) or len(getattr(sequences, "shape", (None,))) == 0:
             sequences, axis = self._keras.batch_of(sequences), 0
-        return broadcast_states(
-            self._keras, self.state_variables, self._state_shapes, sequences, axis, layer.compute_dtype
-        )
+        self._check_context(context)
+        return self._learned_states(sequences, axis, context)
 
     def compute_output_shape(self, sequences_shape: Any, initial_state_shape: Any = None) -> Any:
         return self.layer.compute_output_shape(sequences_shape)  # type: ignore[attr-defined]
@@ -394,6 +568,9 @@ class TrainableInitialStateRNNMixin:
             "initializer": serialize("initializers", self.initializer),
             "regularizer": serialize("regularizers", self.regularizer),
             "constraint": serialize("constraints", self.constraint),
+            "noise_stddev": self.noise_stddev,
+            "context_dim": self.context_dim,
+            "num_ids": self.num_ids,
         }
         return {**super().get_config(), **config}  # type: ignore[misc]
 

@@ -31,6 +31,8 @@ __all__ = [
     "map_shapes",
     "describe_kind",
     "known_state_count",
+    "is_stateful",
+    "carried_state_variables",
 ]
 
 Shape = tuple[int, ...]
@@ -62,6 +64,22 @@ def recurrent_kind_in(layers: ModuleType, layer: Any) -> str | None:
 def is_recurrent(layer: Any) -> bool:
     """Whether `layer` is a recurrent layer: `RNN` (any subclass) or `Bidirectional`."""
     return recurrent_kind(layer) is not None
+
+
+def is_stateful(layer: Any) -> bool:
+    """Whether a recurrent layer carries its state from batch to batch (`stateful=True`)."""
+    if recurrent_kind(layer) == "bidirectional":
+        return bool(getattr(layer.forward_layer, "stateful", False))
+    return bool(getattr(layer, "stateful", False))
+
+
+def carried_state_variables(layer: Any) -> list[Any]:
+    """The variables that hold a built stateful layer's carried state, flat (forward then backward)."""
+    if recurrent_kind(layer) == "bidirectional":
+        return carried_state_variables(layer.forward_layer) + carried_state_variables(layer.backward_layer)
+    carried = getattr(layer, "states", None)
+    flat = [] if carried is None else adapter_for(layer).flatten_tensors(carried)
+    return [] if all(value is None for value in flat) else flat
 
 
 def describe_kind(layer: Any) -> str:
