@@ -5,7 +5,8 @@ Public names:
 - `TrainableInitialState`: a layer holding one trainable variable per state.
 - `TrainableInitialStateRNN`: a wrapper giving a recurrent layer a trainable state.
 - `add_trainable_initial_states`, `remove_trainable_initial_states`,
-  `initial_states`: rewrite a built Functional or Sequential model.
+  `initial_states`, `context_maps`: rewrite a built model, read what it learned.
+- `reset_states`: return every stateful layer of a model to its initial state.
 - `plan_trainable_initial_states`, `Decision`: what the rewrite would do, and why.
 - `state_shapes`, `is_recurrent`: the state structure of a recurrent layer.
 - `to_tflite`: a TFLite flatbuffer that keeps the learned initial states.
@@ -31,6 +32,8 @@ _PUBLIC = {
     "add_trainable_initial_states": "rnn_state_rewriter.rewrite",
     "remove_trainable_initial_states": "rnn_state_rewriter.rewrite",
     "initial_states": "rnn_state_rewriter.rewrite",
+    "context_maps": "rnn_state_rewriter.rewrite",
+    "reset_states": "rnn_state_rewriter.rewrite",
     "plan_trainable_initial_states": "rnn_state_rewriter.plan",
     "Decision": "rnn_state_rewriter.plan",
     "state_shapes": "rnn_state_rewriter.states",
@@ -50,8 +53,10 @@ if _TYPE_CHECKING:  # the names, for type checkers and editors
     from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states  # noqa: F401
     from rnn_state_rewriter.rewrite import (  # noqa: F401
         add_trainable_initial_states,
+        context_maps,
         initial_states,
         remove_trainable_initial_states,
+        reset_states,
     )
     from rnn_state_rewriter.states import is_recurrent, state_shapes  # noqa: F401
 

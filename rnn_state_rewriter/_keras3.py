@@ -257,7 +257,7 @@ def call_with_initial_state(
     *,
     runtime_mask: str | None = None,
 ) -> Any:
-    """Calls a recurrent layer with `initial_state=states`, keeping its input's mask.
+    """Calls a recurrent layer with `initial_state=states` (None: without), keeping its input's mask.
 
     Keras 3 fills `mask` from the input only when a layer gets one tensor
     argument; with `initial_state` it gets several, so the mask is passed here:
@@ -266,7 +266,8 @@ def call_with_initial_state(
     layer.
     """
     sequences, others = _bind(layer, args, kwargs)
-    others["initial_state"] = states
+    if states is not None:
+        others["initial_state"] = states
     if others.get("mask") is None:
         mask = mask_of(sequences)
         if mask is None and runtime_mask:

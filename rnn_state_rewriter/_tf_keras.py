@@ -317,11 +317,11 @@ def call_with_initial_state(
     *,
     runtime_mask: str | None = None,
 ) -> Any:
-    """Calls a recurrent layer with `initial_state=states`.
+    """Calls a recurrent layer with `initial_state=states` (None: without).
 
     tf-keras takes the mask from the input itself, at build and at run time.
     """
-    return layer(*args, **{**kwargs, "initial_state": states})
+    return layer(*args, **kwargs) if states is None else layer(*args, **{**kwargs, "initial_state": states})
 
 
 # tf-keras takes a recurrent layer's mask from its input, at build and at run

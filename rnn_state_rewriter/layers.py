@@ -140,8 +140,10 @@ def broadcast_states(
     for i, (variable, shape) in enumerate(zip(variables, flatten_shapes(structure), strict=True)):
         state = generation.broadcast_to_batch(variable, batch_size, shape, dtype)
         if maps:
-            offset = generation.lookup(context, maps[i], dtype) if by_id else generation.project(context, maps[i], shape, dtype)
-            state = state + offset
+            if by_id:
+                state = state + generation.lookup(context, maps[i], dtype)
+            else:
+                state = state + generation.project(context, maps[i], shape, dtype)
         if noise is not None:
             state = state + noise(state)
         states.append(state)
@@ -166,8 +168,10 @@ class ContextMixin:
                     "without `context`."
                 )
             return
-        expects = f"ids of shape (batch,) or (batch, 1) below {self.num_ids}" if self.num_ids else (
-            f"floats of shape (batch, {self.context_dim})"
+        expects = (
+            f"ids of shape (batch,) or (batch, 1) below {self.num_ids}"
+            if self.num_ids
+            else (f"floats of shape (batch, {self.context_dim})")
         )
         if context is None:
             raise ValueError(

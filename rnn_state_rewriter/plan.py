@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rnn_state_rewriter._adapter import Adapter, adapter_for
-from rnn_state_rewriter.arguments import distinct_initializers, per_state
+from rnn_state_rewriter.arguments import check_context, distinct_initializers, per_state
 from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
-from rnn_state_rewriter.states import describe_kind, flatten_shapes, state_shapes
+from rnn_state_rewriter.states import describe_kind, flatten_shapes, is_stateful, state_shapes
 from rnn_state_rewriter.surgery import Site, find_sites
 
 __all__ = [
@@ -57,9 +57,10 @@ class Action(str, enum.Enum):
 
 
 class Route(str, enum.Enum):
-    """How the retrofit reaches a recurrent layer (compares equal to its value: `"graph"`, `"surgery"`)."""
+    """How the retrofit reaches a recurrent layer (compares equal to its value: `"graph"`, `"wrap"`, `"surgery"`)."""
 
     GRAPH = "graph"  # the graph is rebuilt around its call
+    WRAP = "wrap"  # a stateful layer: the graph is rebuilt with a `TrainableInitialStateRNN` around it
     SURGERY = "surgery"  # reached through an attribute, replaced by a `TrainableInitialStateRNN`
 
     def __str__(self) -> str:
@@ -68,7 +69,6 @@ class Route(str, enum.Enum):
 
 ADD = Action.ADD
 SKIP = Action.SKIP
-STATEFUL = "stateful: its state carries over between batches"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +90,15 @@ class Decision:
             time, so the rewrite passes it explicitly.
         structure: the state shapes nested as the layer takes them (None
             where skipped).
-        route: `"graph"` where the graph is rebuilt around the call, or
-            `"surgery"` where the layer is reached through an attribute (in a
-            subclassed model or a custom layer) and replaced by a
-            `TrainableInitialStateRNN` around it.
+        route: `"graph"` where the graph is rebuilt around the call (a
+            `TrainableInitialState` layer feeds its `initial_state`), `"wrap"`
+            for a stateful layer in a graph (rebuilt with a
+            `TrainableInitialStateRNN` around it, which resets to the learned
+            state), or `"surgery"` where the layer is reached through an
+            attribute (in a subclassed model or a custom layer) and replaced
+            by a `TrainableInitialStateRNN` around it.
         stateful: whether the layer is stateful (its state carries over
-            between batches).
+            between batches; a reset returns it to the learned state).
         batch_axis: the axis of the layer's input that holds the batch (1 for
             a `time_major` tf-keras layer).
         initializers: the initializer of each state, each its own draw across
@@ -106,6 +109,10 @@ class Decision:
             in the model (graph route; empty where skipped).
         mask_name: the name of the `SequenceMask` layer that hands the call
             its run-time mask (empty where `runtime_mask` is False).
+        context: the name of the model input or layer whose output
+            conditions the states (empty: none).
+        context_dim: the number of features of a float context (else None).
+        num_ids: the number of ids of an integer context (else None).
     """
 
     path: str
@@ -125,6 +132,25 @@ class Decision:
     constraints: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
     state_name: str = dataclasses.field(default="", repr=False, compare=False)
     mask_name: str = dataclasses.field(default="", repr=False, compare=False)
+    context: str = ""
+    context_dim: int | None = None
+    num_ids: int | None = None
+    context_tensor: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """The tensor that conditions the new states: a model input or a layer's output in the model's own graph.
+
+    `after` is the index of the call that makes it among the graph's calls (-1
+    for a model input): only calls after it can take it.
+    """
+
+    name: str
+    tensor: Any
+    after: int
+    context_dim: int | None
+    num_ids: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,12 +352,6 @@ def state_layer_feeding(adapter: Adapter, layer: Any, args: Any, kwargs: Any) ->
     return found if isinstance(found, adapter.TrainableInitialState) else None
 
 
-def is_stateful(adapter: Adapter, layer: Any) -> bool:
-    if adapter.recurrent_kind(layer) == "bidirectional":
-        return bool(getattr(layer.forward_layer, "stateful", False))
-    return bool(getattr(layer, "stateful", False))
-
-
 class Names:
     """New layer names, unique in the model: `name`, else `name_1`, `name_2`, ..."""
 
@@ -357,8 +377,15 @@ SiteKey = tuple[int, int]  # (id of the graph model, index of the call site in `
 class Planner:
     """Walks a model's graph once and decides every recurrent call site."""
 
-    def __init__(self, adapter: Adapter, selected: Callable[[str, Any], bool], options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        adapter: Adapter,
+        selected: Callable[[str, Any], bool],
+        options: dict[str, Any],
+        context: Context | None = None,
+    ) -> None:
         self.adapter = adapter
+        self.context = context
         self.selected = selected
         self.options = options  # per-state values to check: initializer, regularizer, constraint
         self.sites: dict[SiteKey, Decision] = {}
@@ -427,7 +454,7 @@ class Planner:
             layer=layer,
             call=call,
             runtime_mask=runtime_mask,
-            stateful=is_stateful(adapter, layer),
+            stateful=is_stateful(layer),
             batch_axis=batch_axis(layer),
         )
         reason = self.reason_to_skip(path, layer, args, kwargs)
@@ -436,7 +463,8 @@ class Planner:
             return
         structure = self.structure(path, layer)
         flat = tuple(tuple(s) for s in flatten_shapes(structure))
-        self.sites[key] = dataclasses.replace(decision, state_shapes=flat, structure=structure)
+        route = Route.WRAP if decision.stateful else Route.GRAPH
+        self.sites[key] = dataclasses.replace(decision, state_shapes=flat, structure=structure, route=route)
 
     def reason_to_skip(self, path: str, layer: Any, args: Any, kwargs: Any) -> str:
         adapter = self.adapter
@@ -444,8 +472,6 @@ class Planner:
             return "already has a trainable initial state (TrainableInitialStateRNN)"
         if not self.selected(path, layer):
             return "not selected"
-        if is_stateful(adapter, layer):
-            return STATEFUL
         _, _, passed = adapter.split_initial_state(layer, args, kwargs)
         if passed is None:
             return ""
@@ -472,18 +498,52 @@ class Planner:
         for key, decision in self.sites.items():  # in graph order, as the rebuild meets them
             if decision.action is Action.ADD:
                 layer = decision.layer
-                if id(layer) not in state_names:
-                    state_names[id(layer)] = names.new(f"{layer.name}_initial_state")
+                if id(layer) not in state_names:  # a wrapper takes the name of the layer it replaces
+                    wrapped = decision.route is Route.WRAP
+                    state_names[id(layer)] = layer.name if wrapped else names.new(f"{layer.name}_initial_state")
                 mask_name = names.new(f"{layer.name}_mask") if decision.runtime_mask else ""
                 options[id(layer)] = {**options[id(layer)], "state_name": state_names[id(layer)]}
-                decision = dataclasses.replace(decision, mask_name=mask_name)
+                decision = dataclasses.replace(decision, mask_name=mask_name, **self.conditioning(key, model, decision))
             sites[key] = dataclasses.replace(decision, **options.get(id(decision.layer), {}))
+        for decision in self.surgery.values():
+            if decision.action is Action.ADD:
+                self.conditioning(None, model, decision)
         surgery = {path: dataclasses.replace(d, **options.get(id(d.layer), {})) for path, d in self.surgery.items()}
         graphs = {
             graph: [PlannedCall(*call, sites.get((graph, index))) for index, call in enumerate(calls)]
             for graph, calls in self.calls_of.items()
         }
         return Plan(self.adapter, model, [*sites.values(), *surgery.values()], graphs, surgery)
+
+    def conditioning(self, key: SiteKey | None, model: Any, decision: Decision) -> dict[str, Any]:
+        """The context fields of a decision that adds states; the context must reach its call.
+
+        Raises:
+            ValueError: where the call is not in the model's own graph, or comes
+                before the context is computed.
+        """
+        context = self.context
+        if context is None:
+            return {}
+        if key is None or key[0] != id(model):
+            raise ValueError(
+                f"Argument `context` conditions the states of the recurrent layers in model "
+                f"'{model.name}''s own graph, but layer '{decision.path}' is inside a submodel or a custom "
+                "layer, which the context does not reach. Leave it out with `layers=`, or pass the context "
+                f"into that submodel as one of its inputs. Received: context={context.name!r}"
+            )
+        if key[1] <= context.after:
+            raise ValueError(
+                f"Argument `context` names '{context.name}', whose output is computed after layer "
+                f"'{decision.path}' is called: the context must come before the layers it conditions. "
+                f"Received: context={context.name!r}"
+            )
+        return {
+            "context": context.name,
+            "context_dim": context.context_dim,
+            "num_ids": context.num_ids,
+            "context_tensor": context.tensor,
+        }
 
     def per_state_options(self) -> dict[int, dict[str, Any]]:
         """The initializer, regularizer and constraint of each state of every layer that gets states.
@@ -532,15 +592,13 @@ class Planner:
             ADD,
             layer=layer,
             route=Route.SURGERY,
-            stateful=is_stateful(self.adapter, layer),
+            stateful=is_stateful(layer),
             batch_axis=batch_axis(layer),
         )
         if self.adapter.recurrent_kind(layer) == "trainable":
             return dataclasses.replace(decision, action=SKIP, reason="already has a trainable initial state")
         if not self.selected(site.path, layer):
             return dataclasses.replace(decision, action=SKIP, reason="not selected")
-        if decision.stateful:
-            return dataclasses.replace(decision, action=SKIP, reason=STATEFUL)
         structure = self.structure(site.path, layer)
         flat = tuple(tuple(s) for s in flatten_shapes(structure))
         return dataclasses.replace(decision, state_shapes=flat, structure=structure)
@@ -553,9 +611,12 @@ def make_plan(
     initializer: Any = "zeros",
     regularizer: Any = None,
     constraint: Any = None,
+    context: str | None = None,
+    num_ids: int | None = None,
 ) -> Plan:
     """Walks `model` once and returns the plan the rewrite executes (see `plan_trainable_initial_states`)."""
     adapter = model_adapter(model)
+    conditioning = find_context(adapter, model, context, num_ids)
     found = reachable_recurrent_layers(adapter, model)
     selected = selector(layers, found)
     if layers is not None and found and not any(selected(path, layer) for path, layer in found):
@@ -564,7 +625,7 @@ def make_plan(
             f"{[path for path, _ in found]}. Received: layers={layers!r}"
         )
     options = {"initializer": initializer, "regularizer": regularizer, "constraint": constraint}
-    planner = Planner(adapter, selected, options)
+    planner = Planner(adapter, selected, options, conditioning)
     if is_graph_model(adapter, model):
         planner.walk(model, "", ())
     else:
@@ -577,6 +638,67 @@ def make_plan(
     return planner.plan(model)
 
 
+def find_context(adapter: Adapter, model: Any, name: Any, num_ids: Any) -> Context | None:
+    """The context named `name` in the model's own graph, checked: floats `(batch, d)`, or ids with `num_ids`.
+
+    Raises:
+        TypeError: if `name` is not a string.
+        ValueError: if it names nothing, a layer with several outputs or calls,
+            or a tensor of the wrong rank or dtype.
+    """
+    owner = "`add_trainable_initial_states`"
+    if name is None:
+        if num_ids is not None:
+            raise ValueError(f"Argument `num_ids` needs `context=`: the ids it counts. Received: num_ids={num_ids!r}")
+        return None
+    if not isinstance(name, str):
+        raise TypeError(
+            f"Argument `context` must be the name of a model input or layer. Received: context of type "
+            f"{type(name).__name__}"
+        )
+    _, num_ids = check_context(None, num_ids, owner)
+    if not is_graph_model(adapter, model):
+        raise ValueError(
+            f"Argument `context` needs a Functional or Sequential model, whose graph can pass it on; model "
+            f"'{model.name}' is a subclassed {type(model).__name__}. Received: context={name!r}"
+        )
+    found: dict[str, list[tuple[int, Any]]] = {}
+    for tensor in adapter.flatten_tensors(adapter.model_inputs(model)):
+        found.setdefault(adapter.layer_of(tensor).name, []).append((-1, tensor))
+    for index, (layer, _, _, outputs) in enumerate(adapter.call_sites(model)):
+        found.setdefault(layer.name, []).extend((index, output) for output in outputs)
+    if name not in found:
+        raise ValueError(
+            f"Argument `context` names no input or layer of model '{model.name}'. Inputs and layers of its "
+            f"graph: {sorted(found)}. Received: context={name!r}"
+        )
+    if len(found[name]) != 1:
+        raise ValueError(
+            f"Argument `context` must name one tensor, but '{name}' gives {len(found[name])} (a layer with "
+            f"several outputs, or called several times). Received: context={name!r}"
+        )
+    ((after, tensor),) = found[name]
+    shape, dtype = tuple(tensor.shape), str(getattr(tensor.dtype, "name", tensor.dtype))
+    if num_ids is not None:
+        if "int" not in dtype or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise ValueError(
+                f"Argument `context` with `num_ids` must name integer ids of shape (batch,) or (batch, 1); "
+                f"'{name}' gives {dtype} of shape {shape}. Received: context={name!r}, num_ids={num_ids}"
+            )
+        return Context(name, tensor, after, None, num_ids)
+    if "int" in dtype:
+        raise ValueError(
+            f"Argument `context` names '{name}', which gives integer ids ({dtype}): pass `num_ids=` (how many "
+            f"ids there are) to learn one state per id. Received: context={name!r}"
+        )
+    if "float" not in dtype or len(shape) != 2 or shape[1] is None:
+        raise ValueError(
+            f"Argument `context` must name floats of shape (batch, features), with features known; '{name}' "
+            f"gives {dtype} of shape {shape}. Received: context={name!r}"
+        )
+    return Context(name, tensor, after, int(shape[1]), None)
+
+
 def plan_trainable_initial_states(
     model: Any,
     *,
@@ -584,6 +706,8 @@ def plan_trainable_initial_states(
     initializer: Any = "zeros",
     regularizer: Any = None,
     constraint: Any = None,
+    context: str | None = None,
+    num_ids: int | None = None,
 ) -> list[Decision]:
     """What `add_trainable_initial_states` would do, one decision per recurrent call site.
 
@@ -612,5 +736,11 @@ def plan_trainable_initial_states(
     ```
     """
     return make_plan(
-        model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint
+        model,
+        layers=layers,
+        initializer=initializer,
+        regularizer=regularizer,
+        constraint=constraint,
+        context=context,
+        num_ids=num_ids,
     ).decisions

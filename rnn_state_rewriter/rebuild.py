@@ -95,6 +95,7 @@ class GraphRebuild:
         self.pairs: list[tuple[Any, Any]] = []
         self.restore: list[tuple[Any, str, Any]] = []
         self.outputs: list[tuple[str, Any, Any]] = []  # (layer path, old tensor, new tensor) of the top graph
+        self.top_tensors: dict[int, Any] = {}  # the top graph's new tensors, by the id of the old
 
     def __call__(self, model: Any) -> Any:
         self.clone_all(model)
@@ -122,6 +123,8 @@ class GraphRebuild:
     def model(self, model: Any, path: str) -> Any:
         adapter = self.adapter
         tensors: dict[int, Any] = {}
+        if not path:
+            self.top_tensors = tensors
 
         def new_input(tensor: Any) -> Any:
             if id(tensor) not in tensors:
@@ -147,6 +150,10 @@ class GraphRebuild:
                         self.outputs.append((getattr(layer, "name", str(layer)), old, new))
         outputs = adapter.map_tensors(lambda t: tensors[id(t)], adapter.model_outputs(model))
         return adapter.keras_api.Model(inputs=inputs, outputs=outputs, name=model.name)
+
+    def new_tensor(self, old: Any) -> Any:
+        """The tensor of the new top graph that stands for `old`, once the replay has made it."""
+        return self.top_tensors[id(old)]
 
     def clone(self, layer: Any, path: str) -> Any:
         if id(layer) not in self.clones:  # a graph submodel, rebuilt at its first call site, or an operation

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
 from rnn_state_rewriter import surgery
-from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter._adapter import Adapter, adapter_for
 from rnn_state_rewriter.arguments import check_noise_stddev
 from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check, probe_batch, wants_check
 from rnn_state_rewriter.layer_copy import clone_layer, compile_like, copy_weights
@@ -43,11 +42,14 @@ from rnn_state_rewriter.plan import (
     state_layer_feeding,
 )
 from rnn_state_rewriter.rebuild import MISSING, GraphRebuild, Site
+from rnn_state_rewriter.states import is_stateful
 
 __all__ = [
     "add_trainable_initial_states",
     "remove_trainable_initial_states",
     "initial_states",
+    "context_maps",
+    "reset_states",
 ]
 
 
@@ -64,6 +66,8 @@ def add_trainable_initial_states(
     regularizer: Any = None,
     constraint: Any = None,
     noise_stddev: float = 0.0,
+    context: str | None = None,
+    num_ids: int | None = None,
     freeze_base: bool = False,
     check: bool | Literal["auto"] = "auto",
     sample: Any = None,
@@ -175,6 +179,8 @@ def add_trainable_initial_states(
         regularizer=regularizer,
         constraint=constraint,
         noise_stddev=noise_stddev,
+        context=context,
+        num_ids=num_ids,
         freeze_base=freeze_base,
         check=check,
         sample=sample,
@@ -191,6 +197,8 @@ def retrofit(
     regularizer: Any = None,
     constraint: Any = None,
     noise_stddev: float = 0.0,
+    context: str | None = None,
+    num_ids: int | None = None,
     freeze_base: bool = False,
     check: bool | Literal["auto"] = "auto",
     sample: Any = None,
@@ -200,33 +208,34 @@ def retrofit(
     """`add_trainable_initial_states`, also returning what its self-check measured (None if not checked).
 
     `plan`, if given, is the plan of `model` made with the same `layers`,
-    `initializer`, `regularizer` and `constraint` (`make_plan`), executed as it is.
+    `initializer`, `regularizer`, `constraint`, `context` and `num_ids`
+    (`make_plan`), executed as it is.
     """
     check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
     run_check = wants_check(check)
     if plan is None:
-        plan = make_plan(model, layers=layers, initializer=initializer, regularizer=regularizer, constraint=constraint)
+        plan = make_plan(
+            model,
+            layers=layers,
+            initializer=initializer,
+            regularizer=regularizer,
+            constraint=constraint,
+            context=context,
+            num_ids=num_ids,
+        )
     elif plan.model is not model:
         raise ValueError(f"Argument `plan` is the plan of model '{plan.model.name}', not of model '{model.name}'")
     adapter = plan.adapter
-    _warn_skipped(plan)
     graph = is_graph_model(adapter, model)
     if in_place and graph:
         raise ValueError(
             f"Argument `in_place=True` is for subclassed models; model '{model.name}' is a "
             f"{type(model).__name__} model, which is always copied. Received: in_place=True"
         )
-    paths = [d.path for d in plan.added() if d.route is Route.SURGERY]
-    if noise_stddev and paths:
-        raise ValueError(
-            f"Argument `noise_stddev` applies to layers whose calls the graph shows; {paths} are reached "
-            "through attributes (a subclassed model or a custom layer). Pass noise_stddev=0, or select "
-            f"other layers with `layers=`. Received: noise_stddev={noise_stddev}"
-        )
     if run_check is None:
         run_check = sample is not None or needs_check(adapter, model) is not None
     options = {"layers": layers, "initializer": initializer, "regularizer": regularizer, "constraint": constraint}
-    wrap = _Wrap(plan, options)
+    wrap = _Wrap(plan, options, noise_stddev)
     expected = None
     if graph:
         new_model, state_layers, rebuild = _rebuild_graph(plan, noise_stddev)
@@ -234,7 +243,7 @@ def retrofit(
             if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
                 surgery.replace(adapter, surgery.find_sites(adapter, layer, f"{prefix}{layer.name}/"), wrap)
                 wrap.remember(layer)
-        variables = [v for layer in state_layers for v in layer.state_variables]
+        variables = [v for layer in state_layers for v in [*layer.state_variables, *layer.context_maps]]
         diagnose = functools.partial(first_differing, adapter, rebuild.outputs, model, new_model)
     else:
         inputs = probe_batch(adapter, model) if sample is None else sample
@@ -259,47 +268,51 @@ def retrofit(
     return new_model, probe
 
 
-def _warn_skipped(plan: Plan) -> None:
-    for decision in plan.decisions:
-        if decision.action is Action.SKIP and decision.stateful:
-            warnings.warn(
-                f"Layer '{decision.path}' is left without a trainable initial state: {decision.reason}.",
-                UserWarning,
-                stacklevel=4,
-            )
-
-
 def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], GraphRebuild]:
-    """The graph route: a `TrainableInitialState` in front of each call site the plan adds states to."""
+    """The graph route: a `TrainableInitialState` in front of each call site the plan adds states to, or,
+    for a stateful layer, a `TrainableInitialStateRNN` around it (route `"wrap"`)."""
     adapter = plan.adapter
-    state_layers: dict[int, Any] = {}
+    made: dict[int, Any] = {}
+
+    def options(decision: Decision) -> dict[str, Any]:
+        return {
+            "initializer": list(decision.initializers),
+            "regularizer": list(decision.regularizers),
+            "constraint": list(decision.constraints),
+            "noise_stddev": noise_stddev,
+            "context_dim": decision.context_dim,
+            "num_ids": decision.num_ids,
+            "name": decision.state_name,
+        }
 
     def state_layer_for(decision: Decision) -> Any:
         layer = decision.layer
-        if id(layer) not in state_layers:
-            state_layers[id(layer)] = adapter.TrainableInitialState(
-                decision.structure,
-                initializer=list(decision.initializers),
-                regularizer=list(decision.regularizers),
-                constraint=list(decision.constraints),
-                noise_stddev=noise_stddev,
-                batch_axis=decision.batch_axis,
-                name=decision.state_name,
-                dtype=layer.dtype_policy,
+        if id(layer) not in made:
+            made[id(layer)] = adapter.TrainableInitialState(
+                decision.structure, batch_axis=decision.batch_axis, dtype=layer.dtype_policy, **options(decision)
             )
-        return state_layers[id(layer)]
+        return made[id(layer)]
+
+    def wrapper_for(decision: Decision, clone: Any) -> Any:
+        if id(decision.layer) not in made:
+            made[id(decision.layer)] = adapter.TrainableInitialStateRNN(clone, **options(decision))
+        return made[id(decision.layer)]
 
     def on_call(site: Site) -> Any:
         decision = site.decision
         if decision is None or decision.action is not Action.ADD:
             return site.call_plain(adapter)
         args, kwargs, _ = adapter.split_initial_state(site.new_layer, site.args, site.kwargs)
-        states = state_layer_for(decision)(args[0])
+        context = {"context": rebuild.new_tensor(decision.context_tensor)} if decision.context else {}
         mask_name = decision.mask_name or None
+        if decision.route is Route.WRAP:
+            wrapper = wrapper_for(decision, site.new_layer)
+            return adapter.call_with_initial_state(wrapper, args, {**kwargs, **context}, None, runtime_mask=mask_name)
+        states = state_layer_for(decision)(args[0], **context)
         return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask_name)
 
     rebuild = GraphRebuild(adapter, lambda graph: plan.graphs[id(graph)], on_call)
-    return rebuild(plan.model), list(state_layers.values()), rebuild
+    return rebuild(plan.model), list(made.values()), rebuild
 
 
 class _Wrap:
@@ -309,16 +322,17 @@ class _Wrap:
     around it, named as it is; a graph submodel gets its graph retrofit.
     """
 
-    def __init__(self, plan: Plan, options: dict[str, Any]) -> None:
+    def __init__(self, plan: Plan, options: dict[str, Any], noise_stddev: float) -> None:
         self.adapter = plan.adapter
         self.plan = plan
         self.options = options
+        self.noise_stddev = noise_stddev
         self.variables: list[Any] = []
         self.made: set[int] = set()
 
     def __call__(self, site: surgery.Site) -> Any:
         if is_graph_model(self.adapter, site.layer):
-            new, _ = retrofit(site.layer, check=False, **self.options)
+            new, _ = retrofit(site.layer, check=False, noise_stddev=self.noise_stddev, **self.options)
             self.variables += [v for layer in state_layers_in(self.adapter, new) for v in layer.state_variables]
             return new
         decision = self.plan.surgery.get(site.path)
@@ -329,6 +343,7 @@ class _Wrap:
             initializer=list(decision.initializers),
             regularizer=list(decision.regularizers),
             constraint=list(decision.constraints),
+            noise_stddev=self.noise_stddev,
             name=site.layer.name,
         )
         wrapper.build(None)
@@ -428,6 +443,8 @@ def remove_trainable_initial_states(model: Any) -> Any:
         if site.new_layer is None:
             return None
         kind = adapter.recurrent_kind(site.layer)
+        if kind == "trainable":  # the layer it wrapped takes no context
+            site = dataclasses.replace(site, kwargs={k: v for k, v in site.kwargs.items() if k != "context"})
         if kind in ("rnn", "bidirectional") and state_layer_feeding(
             adapter, site.layer, site.old_args, site.old_kwargs
         ):
@@ -469,7 +486,8 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
         A dict keyed by the recurrent layer's name (prefixed `submodel/` when
         nested), each value a list with one array per state (flattened for
         stacked cells, forward then backward for `Bidirectional`), without the
-        batch axis.
+        batch axis. States conditioned on a context add its map to these
+        (`context_maps`).
 
     Example:
 
@@ -483,25 +501,63 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
 
     ```
     """
+    return _state_values(model, "state_variables")
+
+
+def context_maps(model: Any) -> dict[str, list[np.ndarray]]:
+    """The learned maps from a context to the initial states, by recurrent layer (those conditioned on one).
+
+    Each state's map is a kernel of shape `(features, prod(state_shape))` for a
+    float context (the state is `initial_state + context @ kernel`, reshaped),
+    or a table of shape `(num_ids, *state_shape)` for ids (the state is
+    `initial_state + table[id]`).
+
+    Args:
+        model: a model returned by `add_trainable_initial_states(..., context=...)`,
+            or any model with such layers, `keras` or `tf_keras`.
+
+    Returns:
+        A dict keyed as `initial_states`, with one array per state, for the
+        layers whose states are conditioned on a context.
+
+    Example:
+
+    ```python
+    >>> import keras
+    >>> import rnn_state_rewriter as rsr
+    >>> series = keras.Input((6, 2), name="series")
+    >>> series_id = keras.Input((), dtype="int32", name="series_id")
+    >>> model = keras.Model([series, series_id], keras.layers.GRU(4, name="gru")(series))
+    >>> new_model = rsr.add_trainable_initial_states(model, context="series_id", num_ids=10)
+    >>> {name: [m.shape for m in maps] for name, maps in rsr.context_maps(new_model).items()}
+    {'gru': [(10, 4)]}
+
+    ```
+    """
+    return {name: maps for name, maps in _state_values(model, "context_maps").items() if maps}
+
+
+def _state_values(model: Any, attribute: str) -> dict[str, list[np.ndarray]]:
+    """The values of `attribute` (a list of variables) of every state layer and wrapper, by recurrent layer."""
     adapter = model_adapter(model)
     result: dict[str, list[np.ndarray]] = {}
 
-    def values(variables: list[Any]) -> list[np.ndarray]:
-        return [np.array(v.numpy()) for v in variables]
+    def values(layer: Any) -> list[np.ndarray]:
+        return [np.array(v.numpy()) for v in getattr(layer, attribute)]
 
     def add_call_sites(container: Any, prefix: str) -> None:
         for layer, args, kwargs, _ in adapter.call_sites(container):
             if adapter.recurrent_kind(layer) in ("rnn", "bidirectional"):
                 state_layer = state_layer_feeding(adapter, layer, args, kwargs)
                 if state_layer is not None:
-                    result.setdefault(prefix + layer.name, values(state_layer.state_variables))
+                    result.setdefault(prefix + layer.name, values(state_layer))
 
     def add_held(layer: Any, prefix: str) -> None:
         for site in surgery.find_sites(adapter, layer, prefix):
             if adapter.recurrent_kind(site.layer) == "trainable":
-                result.setdefault(site.path, values(site.layer.state_variables))
+                result.setdefault(site.path, values(site.layer))
             elif is_graph_model(adapter, site.layer):
-                for name, states in initial_states(site.layer).items():
+                for name, states in _state_values(site.layer, attribute).items():
                     result.setdefault(f"{site.path}/{name}", states)
 
     if not is_graph_model(adapter, model):
@@ -511,9 +567,51 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
         add_call_sites(model, "")
     for prefix, layer in layers_in_tree(adapter, model):
         if adapter.recurrent_kind(layer) == "trainable":
-            result[prefix + layer.name] = values(layer.state_variables)
+            result[prefix + layer.name] = values(layer)
         elif adapter.is_functional(layer):
             add_call_sites(layer, f"{prefix}{layer.name}/")
         elif not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
             add_held(layer, f"{prefix}{layer.name}/")
     return result
+
+
+def reset_states(model: Any) -> None:
+    """Resets every stateful recurrent layer of a model: the next batch starts from its initial state.
+
+    A layer with a trainable initial state (a `TrainableInitialStateRNN`,
+    which `add_trainable_initial_states` puts around stateful layers) starts
+    again from the learned state; a plain stateful layer from zeros. Keras 3
+    models have no `reset_states()`; tf-keras' `model.reset_states()` does the
+    same as this.
+
+    Args:
+        model: a Keras model or layer, `keras` or `tf_keras`, of any kind.
+
+    Example:
+
+    ```python
+    >>> import keras, numpy as np
+    >>> import rnn_state_rewriter as rsr
+    >>> model = keras.Sequential(
+    ...     [keras.Input(batch_shape=(2, 5, 3)), keras.layers.GRU(4, stateful=True, name="gru")]
+    ... )
+    >>> new_model = rsr.add_trainable_initial_states(model)
+    >>> x = np.random.rand(2, 5, 3)
+    >>> first = new_model.predict(x, verbose=0)
+    >>> rsr.reset_states(new_model)
+    >>> bool(np.allclose(first, new_model.predict(x, verbose=0)))
+    True
+
+    ```
+    """
+    adapter = adapter_for(model, argument="model")
+    inside: set[int] = set()
+    for layer in [model, *adapter.sublayers(model)]:
+        if id(layer) in inside:
+            continue
+        kind = adapter.recurrent_kind(layer)
+        if kind is None:
+            continue
+        inside.update(id(sublayer) for sublayer in adapter.sublayers(layer))
+        if kind == "trainable" or is_stateful(layer):
+            (getattr(layer, "reset_state", None) or layer.reset_states)()
