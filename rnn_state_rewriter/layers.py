@@ -31,6 +31,7 @@ from rnn_state_rewriter.states import (
     map_shapes,
     pack_like,
     recurrent_kind,
+    reset_carried_state,
     state_shapes,
 )
 
@@ -524,12 +525,10 @@ class TrainableInitialStateRNNMixin(ContextMixin):
 
     def _reset(self, name: str, other: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         layer: Any = self.layer  # type: ignore[attr-defined]
-        carried = carried_state_variables(layer)
-        if args or kwargs or not carried:
+        if args or kwargs:
             (getattr(layer, name, None) or getattr(layer, other))(*args, **kwargs)
-        else:  # what every Keras reset does (Keras 3's own fails for stacked cells)
-            for variable in carried:
-                variable.assign(np.zeros_like(np.asarray(variable)))
+        else:
+            reset_carried_state(layer)
         if self.starts_fresh is not None:
             given = bool(args) or kwargs.get("states") is not None
             self.starts_fresh.assign(0.0 if given else 1.0)

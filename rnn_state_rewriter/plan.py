@@ -142,7 +142,9 @@ class Decision:
 class Context:
     """The tensor that conditions the new states: a model input or a layer's output in the model's own graph.
 
-    `after` is the index of the call that makes it among the graph's calls (-1
+    `calls` are the graph's calls in the order the rebuild replays them: those
+    the context is computed from first, then the rest, each part in graph
+    order. `after` is the position of the call that makes the context in it (-1
     for a model input): only calls after it can take it.
     """
 
@@ -151,6 +153,7 @@ class Context:
     after: int
     context_dim: int | None
     num_ids: int | None
+    calls: list[Any] = dataclasses.field(default_factory=list, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -534,9 +537,9 @@ class Planner:
             )
         if key[1] <= context.after:
             raise ValueError(
-                f"Argument `context` names '{context.name}', whose output is computed after layer "
-                f"'{decision.path}' is called: the context must come before the layers it conditions. "
-                f"Received: context={context.name!r}"
+                f"Argument `context` names '{context.name}', which is computed from the output of layer "
+                f"'{decision.path}': a context must not depend on the layers it conditions. Leave that "
+                f"layer out with `layers=`, or name another context. Received: context={context.name!r}"
             )
         return {
             "context": context.name,
@@ -626,6 +629,8 @@ def make_plan(
         )
     options = {"initializer": initializer, "regularizer": regularizer, "constraint": constraint}
     planner = Planner(adapter, selected, options, conditioning)
+    if conditioning is not None:  # the rebuild replays the calls that compute the context first
+        planner.calls_of[id(model)] = conditioning.calls
     if is_graph_model(adapter, model):
         planner.walk(model, "", ())
     else:
@@ -665,7 +670,8 @@ def find_context(adapter: Adapter, model: Any, name: Any, num_ids: Any) -> Conte
     found: dict[str, list[tuple[int, Any]]] = {}
     for tensor in adapter.flatten_tensors(adapter.model_inputs(model)):
         found.setdefault(adapter.layer_of(tensor).name, []).append((-1, tensor))
-    for index, (layer, _, _, outputs) in enumerate(adapter.call_sites(model)):
+    calls = list(adapter.call_sites(model))
+    for index, (layer, _, _, outputs) in enumerate(calls):
         found.setdefault(layer.name, []).extend((index, output) for output in outputs)
     if name not in found:
         raise ValueError(
@@ -677,7 +683,10 @@ def find_context(adapter: Adapter, model: Any, name: Any, num_ids: Any) -> Conte
             f"Argument `context` must name one tensor, but '{name}' gives {len(found[name])} (a layer with "
             f"several outputs, or called several times). Received: context={name!r}"
         )
-    ((after, tensor),) = found[name]
+    ((index, tensor),) = found[name]
+    first = _computing(adapter, calls, index)
+    calls = [calls[i] for i in first] + [call for i, call in enumerate(calls) if i not in set(first)]
+    after = len(first) - 1
     shape, dtype = tuple(tensor.shape), str(getattr(tensor.dtype, "name", tensor.dtype))
     if num_ids is not None:
         if "int" not in dtype or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
@@ -685,7 +694,7 @@ def find_context(adapter: Adapter, model: Any, name: Any, num_ids: Any) -> Conte
                 f"Argument `context` with `num_ids` must name integer ids of shape (batch,) or (batch, 1); "
                 f"'{name}' gives {dtype} of shape {shape}. Received: context={name!r}, num_ids={num_ids}"
             )
-        return Context(name, tensor, after, None, num_ids)
+        return Context(name, tensor, after, None, num_ids, calls)
     if "int" in dtype:
         raise ValueError(
             f"Argument `context` names '{name}', which gives integer ids ({dtype}): pass `num_ids=` (how many "
@@ -696,7 +705,24 @@ def find_context(adapter: Adapter, model: Any, name: Any, num_ids: Any) -> Conte
             f"Argument `context` must name floats of shape (batch, features), with features known; '{name}' "
             f"gives {dtype} of shape {shape}. Received: context={name!r}"
         )
-    return Context(name, tensor, after, int(shape[1]), None)
+    return Context(name, tensor, after, int(shape[1]), None, calls)
+
+
+def _computing(adapter: Adapter, calls: list[Any], index: int) -> list[int]:
+    """The indices of the calls a graph's call `index` depends on, itself included, in graph order."""
+    made_by = {id(output): i for i, (_, _, _, outputs) in enumerate(calls) for output in outputs}
+    needed: set[int] = set()
+    pending = [index] if index >= 0 else []
+    while pending:
+        current = pending.pop()
+        if current in needed:
+            continue
+        needed.add(current)
+        _, args, kwargs, _ = calls[current]
+        for value in adapter.flatten_tensors((args, kwargs)):
+            if adapter.is_keras_tensor(value) and id(value) in made_by:
+                pending.append(made_by[id(value)])
+    return sorted(needed)
 
 
 def plan_trainable_initial_states(

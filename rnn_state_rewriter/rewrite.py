@@ -42,7 +42,7 @@ from rnn_state_rewriter.plan import (
     state_layer_feeding,
 )
 from rnn_state_rewriter.rebuild import MISSING, GraphRebuild, Site
-from rnn_state_rewriter.states import is_stateful
+from rnn_state_rewriter.states import is_stateful, reset_carried_state
 
 __all__ = [
     "add_trainable_initial_states",
@@ -613,5 +613,7 @@ def reset_states(model: Any) -> None:
         if kind is None:
             continue
         inside.update(id(sublayer) for sublayer in adapter.sublayers(layer))
-        if kind == "trainable" or is_stateful(layer):
-            (getattr(layer, "reset_state", None) or layer.reset_states)()
+        if kind == "trainable":
+            layer.reset_state()
+        elif is_stateful(layer):
+            reset_carried_state(layer)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from rnn_state_rewriter._adapter import adapter_for
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "known_state_count",
     "is_stateful",
     "carried_state_variables",
+    "reset_carried_state",
 ]
 
 Shape = tuple[int, ...]
@@ -80,6 +83,16 @@ def carried_state_variables(layer: Any) -> list[Any]:
     carried = getattr(layer, "states", None)
     flat = [] if carried is None else adapter_for(layer).flatten_tensors(carried)
     return [] if all(value is None for value in flat) else flat
+
+
+def reset_carried_state(layer: Any) -> None:
+    """Sets a stateful layer's carried state to zeros, as Keras' reset does (Keras 3's fails for stacked
+    cells); a layer not built yet is reset by its own method."""
+    carried = carried_state_variables(layer)
+    if not carried:
+        (getattr(layer, "reset_state", None) or layer.reset_states)()
+    for variable in carried:
+        variable.assign(np.zeros_like(np.asarray(variable)))
 
 
 def describe_kind(layer: Any) -> str:

@@ -212,7 +212,8 @@ def gradients(model, inputs, variables) -> list:
         with tf.GradientTape() as tape:
             outputs = tf.nest.flatten(model(inputs, training=False))
             loss = tf.add_n([tf.reduce_mean(tf.square(tf.cast(o, "float32"))) for o in outputs])
-        return [None if g is None else to_numpy(g) for g in tape.gradient(loss, variables)]
+        grads = tape.gradient(loss, variables)  # a row lookup's gradient is IndexedSlices: made dense
+        return [None if g is None else to_numpy(tf.convert_to_tensor(g)) for g in grads]
 
     def mean_square(outputs):
         return sum(keras.ops.mean(keras.ops.square(keras.ops.cast(o, "float32"))) for o in keras.tree.flatten(outputs))

@@ -105,10 +105,20 @@ API_CASES = {
         rsr.add_trainable_initial_states,
         ValueError,
     ),
-    "stateful layer (skipped, with a warning)": (
-        lambda K: (K.Sequential([K.Input(batch_shape=(2, 5, 3)), K.layers.GRU(2, stateful=True, name="s")]),),
+    "context that names nothing": (
+        lambda K: (lstm_model(K), {"context": "nothing"}),
         rsr.add_trainable_initial_states,
-        "warning",
+        ValueError,
+    ),
+    "num_ids without a context": (
+        lambda K: (lstm_model(K), {"num_ids": 4}),
+        rsr.add_trainable_initial_states,
+        ValueError,
+    ),
+    "context that is not a name": (
+        lambda K: (lstm_model(K), {"context": 3}),
+        rsr.add_trainable_initial_states,
+        TypeError,
     ),
     "remove on a non-model": (lambda K: (object(),), rsr.remove_trainable_initial_states, TypeError),
     "initial_states of a layer": (lambda K: (K.layers.GRU(2),), rsr.initial_states, TypeError),
@@ -215,16 +225,11 @@ def test_bad_input_matrix(K, surface, case, files, tmp_path, capsys):
         args = arguments[:-1] if kwargs else arguments
         model = args[0] if isinstance(args[0], (K.Model,)) else None
         before = _state(model)
-        if expected == "warning":
-            with pytest.warns(UserWarning, match="stateful"):
-                result = call(*args, **kwargs)
-            assert rsr.initial_states(result) == {}
-        else:
-            with pytest.raises(expected) as error:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    call(*args, **kwargs)
-            assert str(error.value), "an error must say what is wrong"
+        with pytest.raises(expected) as error:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                call(*args, **kwargs)
+        assert str(error.value), "an error must say what is wrong"
         assert _state(model) == before
         return
     if K.__name__ != "keras":

@@ -87,8 +87,10 @@ def test_the_check_leaves_the_carried_state_of_stateful_layers_as_it_was(K):
     model(batch)  # the stateful layer now carries a non-zero state
     layer = model.get_layer("stateful")
     carried = [np.array(s) for s in layer.states]
-    with pytest.warns(UserWarning, match="stateful"):
-        rsr.add_trainable_initial_states(model, check=True)
+    new_model = rsr.add_trainable_initial_states(model, check=True)
+    wrapper = new_model.get_layer("stateful")
+    assert float(np.array(wrapper.starts_fresh)) == 1.0  # the copy starts reset, as made
+    assert all(not np.array(s).any() for s in wrapper.states)
     for before, after in zip(carried, layer.states, strict=True):
         np.testing.assert_array_equal(before, np.array(after))
 

@@ -176,13 +176,13 @@ def test_positional_state_counts_as_passed(K):
     assert sorted(rsr.initial_states(new)) == [f"{extra.name}/other"]
 
 
-def test_stateful_layers_are_skipped_with_a_warning(K):
+def test_stateful_layers_get_a_wrapper_that_resets_to_the_learned_state(K):
     inputs = K.Input(batch_shape=(4, 5, 3))
     x = K.layers.LSTM(4, stateful=True, return_sequences=True, name="keeps_state")(inputs)
     model = K.Model(inputs, K.layers.GRU(3, name="gru")(x))
-    with pytest.warns(UserWarning, match="keeps_state"):
-        new = rsr.add_trainable_initial_states(model)
-    assert sorted(rsr.initial_states(new)) == ["gru"]
+    new = rsr.add_trainable_initial_states(model)
+    assert sorted(rsr.initial_states(new)) == ["gru", "keeps_state"]
+    assert isinstance(new.get_layer("keeps_state"), rsr.TrainableInitialStateRNN)
 
 
 def test_layer_selection_by_name_class_and_predicate(K):
