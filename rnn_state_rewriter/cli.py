@@ -311,11 +311,15 @@ def command_add(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            plan = make_plan(model, layers=args.layers, initializer=args.initializer)
+            plan = make_plan(
+                model, layers=args.layers, initializer=args.initializer, context=args.context, num_ids=args.num_ids
+            )
             new_model, probe = retrofit(
                 model,
                 layers=args.layers,
                 initializer=args.initializer,
+                context=args.context,
+                num_ids=args.num_ids,
                 noise_stddev=args.noise_stddev,
                 freeze_base=args.freeze_base,
                 check="auto" if args.check == "auto" else args.check == "always",
@@ -343,8 +347,12 @@ def _decision_row(decision: Any) -> list[str]:
     """One row of the `add` table, as the rewrite's plan decided it."""
     path = decision.path if decision.call == 0 else f"{decision.path} (call {decision.call + 1})"
     shapes = " ".join(str(tuple(shape)) for shape in decision.state_shapes) or "-"
-    result = "rewritten" if decision.action == "add" else f"skipped: {decision.reason}"
-    return [path, decision.kind, shapes, result]
+    if decision.action != "add":
+        return [path, decision.kind, shapes, f"skipped: {decision.reason}"]
+    notes = ["stateful: resets to the learned state"] if decision.stateful else []
+    if decision.context:
+        notes.append(f"one state per id of {decision.context}" if decision.num_ids else f"from {decision.context}")
+    return [path, decision.kind, shapes, "rewritten" + (f" ({'; '.join(notes)})" if notes else "")]
 
 
 def command_convert(args: argparse.Namespace) -> int:
@@ -557,6 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="X",
         help="Gaussian noise on the states in training (default 0)",
+    )
+    add.add_argument(
+        "--context",
+        metavar="NAME",
+        help="condition the states on the output of this model input or layer: floats (batch, features) "
+        "add a learned map of them; integer ids (with --num-ids) pick one learned state per id",
+    )
+    add.add_argument(
+        "--num-ids", type=_positive_int, metavar="N", help="how many ids the --context input holds (0 .. N-1)"
     )
     add.add_argument("--freeze-base", action="store_true", help="make every pre-existing weight non-trainable")
     add.add_argument(

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rnn_state_rewriter as rsr
+
 SCRIPT = shutil.which("rnn-state-rewriter", path=str(Path(sys.executable).parent)) or shutil.which("rnn-state-rewriter")
 X = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32")
 
@@ -440,6 +442,31 @@ def test_add_table_gives_the_plans_reasons(K, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[3].startswith("checked: at zero states the copy predicts what the original predicts on 3 probe")
     assert "largest change 0)" in lines[3] or "largest change 0." in lines[3]
+
+
+def test_add_conditions_states_on_a_context_and_retrofits_stateful_layers(K, tmp_path, capsys):
+    """`--context NAME --num-ids N` gives one state per id; a stateful layer is wrapped; the file keeps both."""
+    from rnn_state_rewriter.cli import main
+
+    series, ids = K.Input(batch_shape=(2, 5, 3)), K.Input(batch_shape=(2,), dtype="int32", name="ids")
+    x = K.layers.LSTM(4, return_sequences=True, stateful=True, name="streaming")(series)
+    x = K.layers.GRU(2, name="gru")(x)
+    source, out = tmp_path / "ctx.keras", tmp_path / "out.keras"
+    model = K.Model([series, ids], x)
+    model.save(source)
+    assert main(["add", str(source), str(out), "--context", "ids", "--num-ids", "9"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("rewritten (stateful: resets to the learned state; one state per id of ids)")
+    assert lines[2].split() == ["gru", "GRU", "(2,)", "rewritten", "(one", "state", "per", "id", "of", "ids)"]
+    loaded = K.models.load_model(out)
+    assert {name: [m.shape for m in maps] for name, maps in rsr.context_maps(loaded).items()} == {
+        "streaming": [(9, 4), (9, 4)],
+        "gru": [(9, 2)],
+    }
+    batch = [np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32"), np.array([1, 8], "int32")]
+    np.testing.assert_allclose(np.asarray(loaded(batch)), np.asarray(model(batch)), atol=1e-6)
+    assert main(["add", str(source), str(out), "--context", "nothing", "--force"]) == 1
+    assert "names no input or layer" in capsys.readouterr().err
 
 
 def test_add_refuses_a_copy_that_predicts_otherwise_and_writes_nothing(tmp_path, capsys):
