@@ -50,8 +50,9 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> b
         TypeError: `model` is not a Keras model.
         ValueError: a bad `batch_size` or `steps`, a model without known
             inputs or with an unknown dimension other than batch and time,
-            a Keras 3 model on a backend other than TensorFlow, or a
-            conversion that does not predict what Keras predicts.
+            a Keras 3 model on a backend other than TensorFlow, a stateful
+            recurrent layer, or a conversion that does not predict what
+            Keras predicts.
         ImportError: TensorFlow is not installed.
 
     Example:
@@ -73,6 +74,7 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> b
     ```
     """
     specs = _input_specs(model, batch_size, steps)
+    _refuse_stateful(model)
     tf = _tensorflow(model)
 
     def call(*inputs: Any) -> Any:
@@ -113,7 +115,7 @@ def _input_specs(model: Any, batch_size: int, steps: int | None) -> list[tuple[s
 def _spec(index: int, tensor: Any, batch_size: int, steps: int | None) -> tuple[str, list[int | None], str]:
     shape = [None if d is None else int(d) for d in tuple(getattr(tensor.shape, "as_list", lambda: tensor.shape)())]
     shape[0] = batch_size
-    if steps is not None and len(shape) > 1:
+    if steps is not None and len(shape) > 2 or (steps is not None and len(shape) == 2 and shape[1] is None):
         if shape[1] not in (None, steps):
             raise ValueError(f"Input `{tensor.name}` has {shape[1]} time steps, not steps={steps}")
         shape[1] = steps
@@ -124,6 +126,20 @@ def _spec(index: int, tensor: Any, batch_size: int, steps: int | None) -> tuple[
             "TFLite needs every dimension but time fixed: give the model's `Input` a full shape"
         )
     return f"x{index}", shape, str(getattr(tensor.dtype, "name", tensor.dtype))
+
+
+def _refuse_stateful(model: Any) -> None:
+    """A flatbuffer holds constants, not the variables a stateful layer carries its state in."""
+    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.states import is_recurrent, is_stateful
+
+    for layer in adapter_for(model).sublayers(model):
+        if is_recurrent(layer) and is_stateful(layer):
+            raise ValueError(
+                f"Layer '{layer.name}' of model `{model.name}` is stateful: it carries its state in variables "
+                "between calls, which a TFLite flatbuffer of constants cannot hold. Export a copy built with "
+                "`stateful=False` (its weights set from this one) and feed the state back as an input."
+            )
 
 
 def _tensorflow(model: Any) -> Any:

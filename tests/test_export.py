@@ -97,6 +97,28 @@ def test_to_tflite_with_several_inputs_and_outputs(K):
         np.testing.assert_allclose(g, e, atol=1e-5)
 
 
+@pytest.mark.parametrize("context, num_ids", [("series_id", 5), ("features", None)])
+def test_to_tflite_keeps_states_conditioned_on_a_context_input(K, context, num_ids):
+    series = K.Input((6, 3), name="series")
+    series_id, features = K.Input((), dtype="int32", name="series_id"), K.Input((2,), name="features")
+    plain = K.Model([series, series_id, features], K.layers.GRU(4, name="gru")(series))
+    model = rsr.add_trainable_initial_states(plain, context=context, num_ids=num_ids)
+    for variable in model.get_layer("gru_initial_state").context_maps:
+        variable.assign(np.random.default_rng(2).normal(size=tuple(variable.shape)).astype("float32"))
+    inputs = [X, np.array([0, 4], "int32"), np.random.default_rng(1).normal(size=(2, 2)).astype("float32")]
+    expected = model.predict(inputs, verbose=0)
+    assert np.abs(expected - plain.predict(inputs, verbose=0)).max() > 1e-3, "the context must matter here"
+    (got,) = interpret(rsr.to_tflite(model, batch_size=2, steps=6), *inputs)
+    np.testing.assert_allclose(got[0], expected, atol=1e-5)
+
+
+def test_to_tflite_refuses_stateful_layers_and_names_them(K):
+    plain = K.Sequential([K.Input(batch_shape=(2, 6, 3)), K.layers.LSTM(3, stateful=True, name="streaming")])
+    for model in (plain, rsr.add_trainable_initial_states(plain)):
+        with pytest.raises(ValueError, match="Layer 'streaming' .* is stateful"):
+            rsr.to_tflite(model, batch_size=2)
+
+
 def test_to_tflite_refuses_a_conversion_that_differs_from_keras(K, monkeypatch):
     _, model, _ = retrofitted(K, "GRU")
     real_run = export._run
