@@ -136,8 +136,9 @@ def _readers(adapter: Adapter, model: Any, tensor: Any) -> list[Any]:
 
 
 def _id_range(layers: list[Any]) -> int:
-    """How many integer ids every reader accepts: the smallest `input_dim` of the embeddings, else 10."""
-    dims = [int(getattr(layer, "input_dim", 0) or 0) for layer in layers]
+    """How many integer ids every reader accepts: the smallest `input_dim` of the embeddings (or `num_ids` of
+    the states conditioned on ids), else 10."""
+    dims = [int(getattr(layer, "input_dim", 0) or getattr(layer, "num_ids", 0) or 0) for layer in layers]
     dims = [d for d in dims if d > 0]
     return max(1, min([10, *dims]))
 
@@ -288,7 +289,7 @@ def check_copy(
     Raises:
         RetrofitMismatchError: if the outputs differ by more than rounding.
     """
-    inputs = probe_batch(adapter, original) if sample is None else sample
+    inputs = probe_batch(adapter, copy) if sample is None else sample  # the copy's readers: context ids too
     carried = [*adapter.carried_states(original), *adapter.carried_states(copy)]
     with _Zeroed(carried), _Zeroed(state_variables):
         if expected is None:

@@ -1,6 +1,7 @@
 """Property-based: random recurrent models of both generations keep every promise of the retrofit.
 
-For every generated model: predictions unchanged at zero init, no variable shared
+For every generated model (whose states may be conditioned on an extra context input: ids or
+floats): predictions unchanged at zero init, no variable shared
 with the original, the original bit-identical after one `fit` of the copy, a
 gradient reaching every new state, save and reload identical,
 `remove_trainable_initial_states` restoring the original predictions, and the
@@ -29,6 +30,7 @@ import keras
 import numpy as np
 from conftest import (
     BACKEND,
+    as_tensor,
     assert_same_weights,
     gradients,
     property_settings,
@@ -62,6 +64,7 @@ MEAN, SCALE = np.array([20.0, -5.0, 3.0], "float32"), np.array([7.0, 0.5, 2.0], 
 WORDS = np.array(["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away"])
 INTEGERS = np.array([3, 7, 9, 42, 100, 5, 64, 11, 8], "int64")  # no 0: the mask token of a masked lookup
 UNSEEN = len(WORDS)  # index of a token that no adapt saw: the test data has some (out of vocabulary)
+CONTEXT_IDS = 5
 
 
 def stems(K, backend):
@@ -87,6 +90,7 @@ def model_specs(draw, stem_choices=tuple(FLOAT_STEMS + TOKEN_STEMS)):
         "blocks": [],
         "return_state": draw(st.booleans()),
         "dense_head": draw(st.booleans()),
+        "context": draw(st.sampled_from([None, "ids", "float"])),  # an extra input the new states may take
     }
     for _ in range(draw(st.integers(1, 3))):
         spec["blocks"].append(
@@ -177,6 +181,11 @@ def build(K, spec):
             layer = ("wrap", block["wrap"], layer, width)
         layers.append(layer)
     outputs = []
+    context = []
+    if spec["context"] == "ids":
+        context = [K.Input((), dtype="int32", name="ctx")]
+    elif spec["context"] == "float":
+        context = [K.Input((2,), name="ctx")]
     for x in inputs:
         for layer in stem:
             x = layer(x)
@@ -197,7 +206,7 @@ def build(K, spec):
         if spec["dense_head"]:
             result = [K.layers.Dense(1)(result[0])] + list(result[1:])
         outputs += list(result)
-    return K.Model(inputs, outputs)
+    return K.Model(inputs + context, outputs)
 
 
 def data(K, spec, batch=6, seed=0, adapt=False):
@@ -243,6 +252,11 @@ def data(K, spec, batch=6, seed=0, adapt=False):
                 if K.__name__ != "keras":
                     x = x[:, None]
             xs.append(x if stem == "integer_lookup" else strings(x))
+    if spec["context"] and not adapt:
+        ids = spec["context"] == "ids"
+        context = rng.integers(0, CONTEXT_IDS, size=(batch,)).astype("int32") if ids else rng.normal(size=(batch, 2))
+        context = context.astype("int32" if ids else "float32")
+        xs.append(context if all(isinstance(x, np.ndarray) for x in xs) else as_tensor(K, context))
     return xs
 
 
@@ -272,10 +286,20 @@ def file_format(K, spec):
     return "h5" if spec["stem"] == "discretization" and K.__name__ != "keras" else "keras"
 
 
+def context_options(K, model, spec):
+    """The retrofit's context arguments: the context input conditions the recurrent layers of the model's
+    own graph (it does not reach into submodels), where there are any."""
+    own = [layer.name for layer in model.layers if rsr.is_recurrent(layer)]
+    if not spec["context"] or not own:
+        return {}
+    return {"context": "ctx", "num_ids": CONTEXT_IDS if spec["context"] == "ids" else None, "layers": own}
+
+
 def check_promises(K, model, spec, tmp_path):
     xs = data(K, spec)
     original = as_list(model.predict(xs, verbose=0))
-    new = rsr.add_trainable_initial_states(model)
+    options = context_options(K, model, spec)
+    new = rsr.add_trainable_initial_states(model, **options)
     for a, b in zip(as_list(new.predict(xs, verbose=0)), original, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert not {id(v) for v in new.weights} & {id(v) for v in model.weights}
@@ -298,7 +322,7 @@ def check_promises(K, model, spec, tmp_path):
     for a, b in zip(outputs(reloaded, xs), outputs(new, xs), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
-    shifted = rsr.add_trainable_initial_states(model, initializer="random_normal")
+    shifted = rsr.add_trainable_initial_states(model, initializer="random_normal", **options)
     removed = rsr.remove_trainable_initial_states(shifted)
     for a, b in zip(outputs(removed, xs), original, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
