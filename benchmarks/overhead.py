@@ -28,7 +28,10 @@ its interquartile range, and the ratio to the plain layer: the median over
 rounds of (variant time / plain time of the same round), with a 95% bootstrap
 interval of that median, for the wall clock and for the process's CPU time.
 A verdict compares the wall-clock interval with 1.02: within, above, or
-unresolved where the interval straddles it. The last line is
+unresolved where the interval straddles it. Three more layers are timed plain
+and retrofitted only: a stateful LSTM (the retrofit wraps it, and it resets
+to the learned state) and LSTMs whose states are conditioned on a context
+input (one state per id of 100, or a map of 16 float features). The last line is
 `overhead train=<ratio> predict=<ratio>` for the retrofitted Keras 3 LSTM on
 the first backend given.
 
@@ -50,6 +53,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 KINDS = ["LSTM", "GRU", "Bidirectional LSTM"]
+# Rows of the plain layer against its retrofit only: a stateful LSTM (the retrofit wraps it, and it resets to
+# the learned state), and LSTMs whose states are conditioned on a context input (one state per id of 100 ids,
+# or a learned map of 16 float features; the plain model has the same input, unused).
+STATEFUL, BY_ID, BY_FEATURES = "stateful LSTM", "LSTM, states by id", "LSTM, states from features"
+EXTRA_KINDS = [STATEFUL, BY_ID, BY_FEATURES]
 LIMIT = 1.02
 PLAIN = "plain layer"
 RETROFITTED = "retrofitted (add_trainable_initial_states)"
@@ -77,7 +85,6 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
     from _common import (
         dense_on_zero_input,
         head_model,
-        interleaved_times,
         model_with_states,
         recurrent_layer,
         zeros_as_initial_state,
@@ -118,23 +125,62 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
         }
         if Old is not None:
             variants["trainable-initial-state-rnn 0.0.3"] = model_from(lambda t, kind=kind: Old(recurrent(kind))(t))
-        calls = {}
-        for name, model in variants.items():
-            model.compile(K.optimizers.Adam(1e-3), "mse")
+        results += timed(K, generation, kind, variants, x, y, quick, rounds, flush)
+    for kind in EXTRA_KINDS[:1] if quick else EXTRA_KINDS:
+        K.utils.set_random_seed(0)
+        plain, inputs, options = extra_model(K, kind, units, batch, steps, features)
+        retrofitted = rsr.add_trainable_initial_states(plain, **options)
+        variants = {PLAIN: plain, RETROFITTED: retrofitted}
+        results += timed(K, generation, kind, variants, [x, *inputs] if inputs else x, y, quick, rounds, flush)
+    return results
+
+
+def extra_model(K, kind: str, units: int, batch: int, steps: int, features: int):
+    """The plain model of an `EXTRA_KINDS` row, its extra inputs' data, and the retrofit's arguments."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    if kind == STATEFUL:
+        inputs = K.Input(batch_shape=(batch, steps, features))
+        model = K.Model(inputs, K.layers.Dense(1)(K.layers.LSTM(units, stateful=True)(inputs)))
+        return model, [], {}
+    sequences = K.Input((steps, features))
+    if kind == BY_ID:
+        context = K.Input((), dtype="int32", name="context")
+        data, options = rng.integers(0, 100, size=(batch,)).astype("int32"), {"context": "context", "num_ids": 100}
+    else:
+        context = K.Input((16,), name="context")
+        data, options = rng.normal(size=(batch, 16)).astype("float32"), {"context": "context"}
+    model = K.Model([sequences, context], K.layers.Dense(1)(K.layers.LSTM(units)(sequences)))
+    return model, [data], options
+
+
+def timed(K, generation: str, kind: str, variants: dict, x, y, quick: bool, rounds: int, flush: bool) -> list[dict]:
+    """Times a train step and a prediction of every variant in interleaved rounds; one row each."""
+    from _common import interleaved_times
+
+    calls = {}
+    backend = K.backend.backend() + (f" {FLUSHED}" if flush else "")
+    for name, model in variants.items():
+        model.compile(K.optimizers.Adam(1e-3), "mse")
+        try:
             for _ in range(1 if quick else 3):  # warm-up: tracing and first-call costs
                 model.train_on_batch(x, y)
                 model.predict_on_batch(x)
-            calls[f"{name}|train"] = lambda m=model: m.train_on_batch(x, y)
-            calls[f"{name}|predict"] = lambda m=model: m.predict_on_batch(x)
-        times = interleaved_times(calls, rounds)
-        for name in variants:
-            backend = K.backend.backend() + (f" {FLUSHED}" if flush else "")
-            row = {"generation": generation, "backend": backend, "kind": kind, "variant": name}
-            for phase in ("train", "predict"):
-                for clock in ("wall", "cpu"):
-                    row[f"{phase}_{clock}"] = times[f"{name}|{phase}"][clock].tolist()
-            results.append(row)
-    return results
+        except RuntimeError as error:  # Keras 3's own stateful layers do not train on PyTorch
+            first = str(error).splitlines()[0][:160]
+            return [{"note": f"{generation} on {backend}, {kind}, {name}: a train step fails ({first}); not timed"}]
+        calls[f"{name}|train"] = lambda m=model: m.train_on_batch(x, y)
+        calls[f"{name}|predict"] = lambda m=model: m.predict_on_batch(x)
+    times = interleaved_times(calls, rounds)
+    rows = []
+    for name in variants:
+        row = {"generation": generation, "backend": backend, "kind": kind, "variant": name}
+        for phase in ("train", "predict"):
+            for clock in ("wall", "cpu"):
+                row[f"{phase}_{clock}"] = times[f"{name}|{phase}"][clock].tolist()
+        rows.append(row)
+    return rows
 
 
 def run_generation(
@@ -160,6 +206,8 @@ def report(results: list[dict], rounds: int, pythons: dict[str, str]) -> None:
     import numpy as np
     from _common import machine, paired_ratio, quartiles, table, verdict
 
+    notes = [r["note"] for r in results if "note" in r]
+    results = [r for r in results if "note" not in r]
     print(f"Machine: {machine(pythons)}")
     print(
         f"{rounds} interleaved rounds. ms: median [interquartile range] of the wall clock. ratio: median over "
@@ -193,6 +241,8 @@ def report(results: list[dict], rounds: int, pythons: dict[str, str]) -> None:
     header = ["Keras", "backend", "layer", "variant", "train ms", "train ratio", "train CPU ratio"]
     header += ["predict ms", "predict ratio", "predict CPU ratio", "train verdict", "predict verdict"]
     print(table(header, rows))
+    for note in notes:
+        print(f"\nNot measured: {note}.")
     print()
     for backend, ratios in headline.items():
         train, predict = ratios["train"], ratios["predict"]
