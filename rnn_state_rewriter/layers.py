@@ -592,6 +592,12 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer, meta
     Build it from a built recurrent layer with `TrainableInitialState.for_layer`,
     which returns a layer of that layer's Keras generation (Keras 3 or tf-keras).
 
+    The states can be conditioned on a context passed at call time: with
+    `context_dim=d`, a float context of shape `(batch, d)` adds a learned
+    linear map of it to each state; with `num_ids=n`, integer ids of shape
+    `(batch,)` or `(batch, 1)` add a learned row per id (one state per id).
+    The maps (`context_map_0`, ...) start at zero.
+
     Args:
         state_shapes: one shape (without batch axis) per state, nested where the
             recurrent layer nests its states.
@@ -603,10 +609,15 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer, meta
             training only (Zimmermann et al., 2012). Default 0.
         batch_axis: the axis of the input that holds the batch (1 for
             `time_major` tf-keras layers).
+        context_dim: the number of features of a float context the states
+            are conditioned on (None: no context).
+        num_ids: the number of ids of an integer context, one learned
+            state per id (None: no context). Exclusive with `context_dim`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: the recurrent layer's input (only its batch size is used).
+        context: the context, required with `context_dim` or `num_ids`.
         training: whether noise is added.
 
     Returns:
@@ -615,7 +626,9 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer, meta
 
     Raises:
         ValueError: for empty `state_shapes`, a per-state list of the wrong
-            length, or a negative `noise_stddev`.
+            length, a negative `noise_stddev`, a `context_dim` or `num_ids`
+            that is not a positive integer; at call time, a missing context or
+            one of the wrong shape.
 
     Example:
 
@@ -646,13 +659,27 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
     so the same seed gives the same values. Works for both Keras generations:
     given a `tf_keras` layer it returns a `tf_keras` layer.
 
+    A stateful layer (`stateful=True`) starts from the learned state, carries
+    its state from batch to batch as before, and returns to the learned state
+    when reset: `reset_state()` / `reset_states()` of the wrapper, tf-keras'
+    `model.reset_states()`, or `rnn_state_rewriter.reset_states(model)`. The
+    gradient reaches the learned state through the first batch after a reset.
+    Like the carried state, whether a reset is pending is not saved: a
+    reloaded model starts reset.
+
     Args:
         layer: a recurrent layer (`RNN` around any cell, LSTM, GRU, SimpleRNN,
-            ConvLSTM1D/2D/3D, or `Bidirectional`).
+            ConvLSTM1D/2D/3D, or `Bidirectional`), stateful or not.
         initializer: an initializer for every state, or a list with one per
             state. Defaults to zeros.
         regularizer: a regularizer, or a list with one per state.
         constraint: a constraint, or a list with one per state.
+        noise_stddev: standard deviation of Gaussian noise added to the
+            learned states in training only. Default 0.
+        context_dim: condition the states on a float context of this many
+            features, as `TrainableInitialState` does (None: no context).
+        num_ids: condition the states on integer ids, one learned state per
+            id (None: no context).
         **kwargs: base layer arguments (`name`, ...).
 
     Call arguments:
@@ -663,6 +690,7 @@ class TrainableInitialStateRNN(TrainableInitialStateRNNMixin, keras.layers.Wrapp
             and always forwarded to the wrapped layer, so padded steps are
             skipped exactly as the plain layer skips them.
         training: training mode, forwarded to the wrapped layer.
+        context: the context, required with `context_dim` or `num_ids`.
 
     Returns:
         outputs (tensor | list): what the wrapped layer returns.

@@ -84,15 +84,26 @@ def add_trainable_initial_states(
 
     Recurrent layers inside nested Functional or Sequential submodels are
     rewritten too; a layer used at several call sites gets one set of states.
+    A stateful layer (`stateful=True`) is replaced by a
+    `TrainableInitialStateRNN` around it, named as it was: it starts from the
+    learned state, carries its state from batch to batch as before, and
+    returns to the learned state on reset (`reset_states(model)`, the
+    wrapper's `reset_state()`, tf-keras' `model.reset_states()`).
     Recurrent layers the graph does not show (held by a subclassed model or a
     custom layer, at any depth) are replaced in the copy by a
     `TrainableInitialStateRNN` around their copied weights, whose
     `get_initial_state` gives the learned state and which keeps an
     `initial_state` its caller passes. Left alone: call sites that already pass
     `initial_state` (a decoder fed by its encoder, or a layer already rewritten,
-    so applying this twice adds nothing), `TrainableInitialStateRNN` layers, and,
-    with a `UserWarning` naming them, `stateful=True` layers.
+    so applying this twice adds nothing) and `TrainableInitialStateRNN` layers.
     `plan_trainable_initial_states` tells what will be done, and why.
+
+    With `context=NAME`, every new state is conditioned on the output of the
+    model input or layer `NAME`: floats of shape `(batch, features)` add a
+    learned linear map of them to the learned state; integer ids of shape
+    `(batch,)` or `(batch, 1)`, with `num_ids=N`, add a learned state per id.
+    The maps start at zero, so the retrofit still predicts what the original
+    predicts; `context_maps` reads them.
 
     Every layer is cloned through its own class, with the custom classes and
     functions the model holds in scope: no registration is needed. Its whole
@@ -126,6 +137,10 @@ def add_trainable_initial_states(
         regularizer: regularizer of the states, one or a list.
         constraint: constraint of the states, one or a list.
         noise_stddev: Gaussian noise added to the states in training only.
+        context: the name of a model input or layer, in the model's own
+            graph, whose output conditions every new state (None: none).
+        num_ids: with an integer `context`, how many ids it holds (ids run
+            from 0 to `num_ids - 1`).
         freeze_base: if True, every pre-existing weight becomes non-trainable,
             so only the initial states train.
         check: `"auto"` (the default) to compare the copy with the original
@@ -149,8 +164,11 @@ def add_trainable_initial_states(
             rewrite can reach (the message names those it cannot reach),
             `layers` names an unknown layer, a per-state list does not match
             a layer, `noise_stddev` is negative, `check` is not one of its
-            values, or a layer that creates its weights on first call has never
-            been called.
+            values, a layer that creates its weights on first call has never
+            been called, or `context` names no tensor of the model's own graph,
+            one of the wrong rank or dtype, one computed from a layer it would
+            condition, or the model has selected recurrent layers the context
+            does not reach (inside submodels or custom layers).
         RetrofitMismatchError: (a `ValueError`) if the copy does not predict
             what the original predicts; its `layer` names the first layer
             whose outputs differ.
