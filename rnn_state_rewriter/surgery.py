@@ -151,7 +151,7 @@ def unwrap_all(adapter: Adapter, root: Any, graph: Callable[[Any], Any]) -> int:
 
 KEY = "rnn_state_rewriter"
 REGISTERED_NAME = "rnn_state_rewriter>Retrofitted"
-_WRAPPER_OPTIONS = ("initializer", "regularizer", "constraint")
+_WRAPPER_OPTIONS = ("initializer", "regularizer", "constraint", "noise_stddev", "context_dim", "num_ids")
 
 
 class Remembers:

@@ -282,3 +282,25 @@ def test_a_fresh_process_loads_a_retrofitted_custom_layer_after_importing_the_pa
     result = run_on_backend(BACKEND, code, "read", path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "['block/lstm'] [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]"
+
+
+def test_noise_applies_to_layers_reached_by_surgery_and_the_file_keeps_it(K, tmp_path):
+    @K.saving.register_keras_serializable(package="test_surgery_noise")
+    class Encoder(K.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.lstm = K.layers.LSTM(4)
+
+        def call(self, x):
+            return self.lstm(x)
+
+    x = np.random.default_rng(0).normal(size=(3, 5, 2)).astype("float32")
+    model = Encoder()
+    model(x)
+    new = rsr.add_trainable_initial_states(model, noise_stddev=0.5)
+    assert new.lstm.noise_stddev == 0.5
+    np.testing.assert_allclose(to_numpy(new(x)), to_numpy(model(x)), atol=1e-6)  # inference: no noise
+    assert np.abs(to_numpy(new(x, training=True)) - to_numpy(model(x))).max() > 1e-3
+    path = str(tmp_path / "noisy.keras")
+    new.save(path)
+    assert K.models.load_model(path).lstm.noise_stddev == 0.5
