@@ -38,6 +38,7 @@ def test_overhead_quick_ends_with_the_headline_line():
     last = out.strip().splitlines()[-1]
     assert last.startswith("overhead train=") and " predict=" in last
     assert "| keras3   | tensorflow" in out and "| tf_keras | tensorflow" in out and "Dense on zero input" in out
+    assert "| stateful LSTM |" in out  # the quick run's one extra layer: plain against retrofitted
     # every row but the plain layer's has a ratio with its interval and a verdict against 1.02
     rows = [line for line in out.splitlines() if line.startswith("| keras3") or line.startswith("| tf_keras")]
     assert rows and all(line.count("[") == 6 for line in rows)
@@ -88,4 +89,6 @@ def test_benefit_quick_reports_every_variant():
     for variant in ("zero states", "learned states", "learned states + noise 0.1"):
         assert f"| {variant}" in out
     assert "Validation MSE per time step" in out
+    for variant in ("stateful, reset to a learned state", "chunks apart, learned state", "one learned state per id"):
+        assert f"| {variant}" in out
     assert "| stream windows (the demo)" in out and "after each epoch of fine-tuning" in out
