@@ -414,11 +414,12 @@ def command_inspect(args: argparse.Namespace) -> int:
 
     import rnn_state_rewriter as rsr
     from rnn_state_rewriter.plan import recurrent_layers
-    from rnn_state_rewriter.states import describe_kind
+    from rnn_state_rewriter.states import describe_kind, is_stateful
 
     try:
         found = recurrent_layers(model)
         learned = rsr.initial_states(model)
+        maps = rsr.context_maps(model)
     except (TypeError, ValueError) as error:
         raise CliError(str(error)) from error
     if not found:
@@ -427,7 +428,9 @@ def command_inspect(args: argparse.Namespace) -> int:
     for path, layer in found:
         values = learned.get(path)
         norms = " ".join(f"{float(np.linalg.norm(v)):.4g}" for v in values) if values else "-"
-        rows.append([path, describe_kind(layer), _format_shapes(layer), "yes" if values else "no", norms])
+        kind = describe_kind(layer) + (" (stateful)" if is_stateful(layer) else "")
+        state = ("yes, plus a context map" if path in maps else "yes") if values else "no"
+        rows.append([path, kind, _format_shapes(layer), state, norms])
     print(_table(rows))
     return 0
 

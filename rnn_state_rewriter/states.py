@@ -96,7 +96,10 @@ def reset_carried_state(layer: Any) -> None:
 
 
 def describe_kind(layer: Any) -> str:
-    """A short name for the kind of recurrent layer, e.g. `LSTM` or `Bidirectional(GRU)`."""
+    """A short name for the kind of recurrent layer, e.g. `LSTM` or `Bidirectional(GRU)` (a
+    `TrainableInitialStateRNN` is named by the layer it wraps)."""
+    if recurrent_kind(layer) == "trainable":
+        return describe_kind(layer.layer)
     if recurrent_kind(layer) == "bidirectional":
         return f"Bidirectional({type(layer.forward_layer).__name__})"
     return type(layer).__name__

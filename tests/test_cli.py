@@ -465,6 +465,9 @@ def test_add_conditions_states_on_a_context_and_retrofits_stateful_layers(K, tmp
     }
     batch = [np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32"), np.array([1, 8], "int32")]
     np.testing.assert_allclose(np.asarray(loaded(batch)), np.asarray(model(batch)), atol=1e-6)
+    assert main(["inspect", str(out)]) == 0
+    rows = [line.split(None, 3) for line in capsys.readouterr().out.splitlines()]
+    assert rows[1][:3] == ["streaming", "LSTM", "(stateful)"] and "yes, plus a context map" in rows[1][3]
     assert main(["add", str(source), str(out), "--context", "nothing", "--force"]) == 1
     assert "names no input or layer" in capsys.readouterr().err
 
