@@ -111,7 +111,8 @@ class Adapter(Protocol):
         ...
 
     def lookup(self, ids: Any, table: Any, dtype: Any) -> Any:
-        """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`."""
+        """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`; zeros for an id
+        outside the table, on every backend."""
         ...
 
     def prepare_stateful(self, layer: Any) -> None:

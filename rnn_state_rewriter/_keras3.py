@@ -151,9 +151,13 @@ def project(context: Any, kernel: Any, shape: Sequence[int], dtype: Any) -> Any:
 
 
 def lookup(ids: Any, table: Any, dtype: Any) -> Any:
-    """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`."""
-    rows = keras.ops.take(table, keras.ops.reshape(keras.ops.cast(ids, "int32"), (-1,)), axis=0)
-    return keras.ops.cast(rows, dtype)
+    """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`; zeros for an id
+    outside the table (JAX's `take` would give NaN, TensorFlow and PyTorch raise)."""
+    ids = keras.ops.reshape(keras.ops.cast(ids, "int32"), (-1,))
+    known = keras.ops.logical_and(ids >= 0, ids < keras.ops.shape(table)[0])
+    rows = keras.ops.take(table, keras.ops.where(known, ids, keras.ops.zeros_like(ids)), axis=0)
+    known = keras.ops.reshape(keras.ops.cast(known, dtype), (-1,) + (1,) * (len(table.shape) - 1))
+    return keras.ops.cast(rows, dtype) * known
 
 
 def prepare_stateful(layer: Any) -> None:

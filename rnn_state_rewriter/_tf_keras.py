@@ -202,8 +202,13 @@ def project(context: Any, kernel: Any, shape: Sequence[int], dtype: Any) -> Any:
 
 
 def lookup(ids: Any, table: Any, dtype: Any) -> Any:
-    """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`."""
-    return tf.cast(tf.gather(table, tf.reshape(tf.cast(ids, "int32"), [-1])), dtype)
+    """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`; zeros for an id
+    outside the table (TensorFlow's `gather` raises on the CPU and gives zeros on a GPU)."""
+    ids = tf.reshape(tf.cast(ids, "int32"), [-1])
+    known = tf.logical_and(ids >= 0, ids < tf.shape(table)[0])
+    rows = tf.gather(table, tf.where(known, ids, tf.zeros_like(ids)))
+    known = tf.reshape(tf.cast(known, dtype), [-1] + [1] * (len(table.shape) - 1))
+    return tf.cast(rows, dtype) * known
 
 
 def prepare_stateful(layer: Any) -> None:

@@ -39,9 +39,11 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> b
         model: a built Keras 3 (TensorFlow backend) or tf-keras model with
             known inputs (Functional or Sequential), one input or several.
         batch_size: the batch size of the flatbuffer's inputs, fixed.
-        steps: the number of time steps (axis 1 of every input). Default:
-            the model's own; where the model's is `None`, the flatbuffer
-            accepts any number (resize its inputs before `allocate_tensors`).
+        steps: the number of time steps (axis 1 of every sequence input:
+            rank 3 or more, or rank 2 of unknown length; a rank-2 input of
+            fixed length, such as a context, keeps it). Default: the model's
+            own; where the model's is `None`, the flatbuffer accepts any
+            number (resize its inputs before `allocate_tensors`).
 
     Returns:
         The flatbuffer, to write to a `.tflite` file.

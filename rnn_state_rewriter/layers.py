@@ -185,7 +185,7 @@ class ContextMixin:
             fits = len(shape) == 2 and shape[1] in (self.context_dim, None)
         if not fits:
             raise ValueError(
-                f"Argument `context` of layer '{self.name}' must be {expects}. Received: context of shape {shape}"
+                f"Argument `context` of layer '{self.name}' must be {expects}. Received: context.shape={shape}"
             )
 
 
@@ -311,7 +311,7 @@ class TrainableInitialStateMixin(ContextMixin):
         self.context_maps = add_context_maps(self, self.flat_shapes, self.context_dim, self.num_ids)
         self.built = True
 
-    def call(self, inputs: Any, context: Any = None, training: Any = None) -> Any:
+    def call(self, inputs: Any, training: Any = None, context: Any = None) -> Any:
         self._check_context(context)
         noise = self._noise if training and self.noise_stddev else None
         return broadcast_states(
@@ -484,15 +484,14 @@ class TrainableInitialStateRNNMixin(ContextMixin):
         gradient reaches the learned state through the first batch after a reset.
         """
         layer: Any = self.layer  # type: ignore[attr-defined]
-        dtype = layer.compute_dtype
-        fresh = self._keras.read(self.starts_fresh, dtype)
-        carried = carried_state_variables(layer)
-        mixed = iter(
-            [
-                fresh * state + (1.0 - fresh) * self._keras.read(kept, dtype)
-                for state, kept in zip(self._keras.flatten_tensors(learned), carried, strict=True)
-            ]
-        )
+        read = self._keras.read
+
+        def mix(state: Any, kept: Any) -> Any:  # in the carried state's dtype: tf-keras compares the two
+            fresh = read(self.starts_fresh, kept.dtype)
+            return fresh * read(state, kept.dtype) + (1.0 - fresh) * read(kept, kept.dtype)
+
+        flat = self._keras.flatten_tensors(learned)
+        mixed = iter([mix(state, kept) for state, kept in zip(flat, carried_state_variables(layer), strict=True)])
         if recurrent_kind(layer) == "bidirectional":
             return pack_like(self._state_shapes, list(mixed))
         # Nested as the layer keeps its carried state: tf-keras compares the two structures.
@@ -617,8 +616,9 @@ class TrainableInitialState(TrainableInitialStateMixin, keras.layers.Layer, meta
 
     Call arguments:
         inputs: the recurrent layer's input (only its batch size is used).
-        context: the context, required with `context_dim` or `num_ids`.
         training: whether noise is added.
+        context: the context, required with `context_dim` or `num_ids`. An
+            id outside `0 .. num_ids - 1` gets the shared learned state.
 
     Returns:
         states (list): the states, nested for stacked cells, each a tensor of

@@ -4,8 +4,8 @@ Finding comes before rebuilding. `plan_trainable_initial_states` walks a
 model's graph, nested Functional and Sequential submodels included, and
 decides for every call of a recurrent layer whether it gets a trainable initial
 state, and why not where it does not. Every check is done here, once: the layer
-selection, per-state lists against each layer's number of states, stateful
-layers, call sites that already pass `initial_state`. The rewrite executes the
+selection, per-state lists against each layer's number of states, the context
+and whether it reaches each call, call sites that already pass `initial_state`. The rewrite executes the
 plan; the command line prints its reasons.
 
 The walk also works out where a Keras mask may reach a call only at run time
@@ -530,8 +530,8 @@ class Planner:
             return {}
         if key is None or key[0] != id(model):
             raise ValueError(
-                f"Argument `context` conditions the states of the recurrent layers in model "
-                f"'{model.name}''s own graph, but layer '{decision.path}' is inside a submodel or a custom "
+                f"Argument `context` conditions the states of the recurrent layers in the graph of model "
+                f"'{model.name}' itself, but layer '{decision.path}' is inside a submodel or a custom "
                 "layer, which the context does not reach. Leave it out with `layers=`, or pass the context "
                 f"into that submodel as one of its inputs. Received: context={context.name!r}"
             )
@@ -673,17 +673,7 @@ def find_context(adapter: Adapter, model: Any, name: Any, num_ids: Any) -> Conte
     calls = list(adapter.call_sites(model))
     for index, (layer, _, _, outputs) in enumerate(calls):
         found.setdefault(layer.name, []).extend((index, output) for output in outputs)
-    if name not in found:
-        raise ValueError(
-            f"Argument `context` names no input or layer of model '{model.name}'. Inputs and layers of its "
-            f"graph: {sorted(found)}. Received: context={name!r}"
-        )
-    if len(found[name]) != 1:
-        raise ValueError(
-            f"Argument `context` must name one tensor, but '{name}' gives {len(found[name])} (a layer with "
-            f"several outputs, or called several times). Received: context={name!r}"
-        )
-    ((index, tensor),) = found[name]
+    index, tensor = _named_tensor(model, found, name)
     first = _computing(adapter, calls, index)
     calls = [calls[i] for i in first] + [call for i, call in enumerate(calls) if i not in set(first)]
     after = len(first) - 1
@@ -706,6 +696,26 @@ def find_context(adapter: Adapter, model: Any, name: Any, num_ids: Any) -> Conte
             f"gives {dtype} of shape {shape}. Received: context={name!r}"
         )
     return Context(name, tensor, after, int(shape[1]), None, calls)
+
+
+def _named_tensor(model: Any, found: dict[str, list[tuple[int, Any]]], name: str) -> tuple[int, Any]:
+    """`(call index, tensor)` of `NAME`, or of `NAME:K`, the K-th tensor a layer with several outputs (or
+    calls) gives, in graph order."""
+    base, _, position = name.rpartition(":")
+    if name not in found and base in found and position.isdigit() and int(position) < len(found[base]):
+        return found[base][int(position)]
+    if name not in found:
+        raise ValueError(
+            f"Argument `context` names no input or layer of model '{model.name}'. Inputs and layers of its "
+            f"graph: {sorted(found)}. Received: context={name!r}"
+        )
+    if len(found[name]) != 1:
+        raise ValueError(
+            f"Argument `context` must name one tensor, but '{name}' gives {len(found[name])} (a layer with "
+            f"several outputs, or called several times): name one as '{name}:K', K from 0 to "
+            f"{len(found[name]) - 1}. Received: context={name!r}"
+        )
+    return found[name][0]
 
 
 def _computing(adapter: Adapter, calls: list[Any], index: int) -> list[int]:
@@ -742,9 +752,10 @@ def plan_trainable_initial_states(
     same errors for them.
 
     Returns:
-        A list of `Decision`s: the call sites of recurrent layers in graph
-        order, then the recurrent layers held by custom layers or subclassed
-        models (`route="surgery"`).
+        A list of `Decision`s: the call sites of recurrent layers in the order
+        the rewrite replays them (graph order; with a `context`, the calls that
+        compute it first), then the recurrent layers held by custom layers or
+        subclassed models (`route="surgery"`).
 
     Example:
 

@@ -138,7 +138,8 @@ def add_trainable_initial_states(
         constraint: constraint of the states, one or a list.
         noise_stddev: Gaussian noise added to the states in training only.
         context: the name of a model input or layer, in the model's own
-            graph, whose output conditions every new state (None: none).
+            graph, whose output conditions every new state (`"name:K"`: the
+            K-th tensor of a layer with several outputs; None: none).
         num_ids: with an integer `context`, how many ids it holds (ids run
             from 0 to `num_ids - 1`).
         freeze_base: if True, every pre-existing weight becomes non-trainable,
@@ -631,7 +632,7 @@ def reset_states(model: Any) -> None:
         if kind is None:
             continue
         inside.update(id(sublayer) for sublayer in adapter.sublayers(layer))
-        if kind == "trainable":
+        if kind == "trainable" and layer.stateful:
             layer.reset_state()
         elif is_stateful(layer):
             reset_carried_state(layer)

@@ -159,3 +159,26 @@ def test_the_layers_take_a_context_at_call_time(K):
         rsr.TrainableInitialStateRNN(K.layers.GRU(2))(sequences, context=ids)
     with pytest.raises(ValueError, match="exclusive"):
         rsr.TrainableInitialStateRNN(K.layers.GRU(2), num_ids=5, context_dim=3)
+
+
+def test_an_id_outside_the_table_gets_the_shared_learned_state_on_every_backend(K):
+    model = _model(K)
+    new_model = rsr.add_trainable_initial_states(model, context="series_id", num_ids=IDS, layers=["gru"])
+    new_model.get_layer("gru_initial_state").context_maps[0].assign(np.ones((IDS, 4), "float32"))
+    inputs = _inputs()
+    unknown = [inputs[0], np.array([-1, IDS, IDS + 5, 10**6], "int32"), inputs[2]]
+    np.testing.assert_allclose(to_numpy(new_model(unknown)), to_numpy(model(unknown)), atol=1e-6)
+    assert not np.allclose(to_numpy(new_model(inputs)), to_numpy(model(inputs)), atol=1e-3)
+
+
+def test_a_context_can_be_one_output_of_a_layer_with_several(K):
+    source, target = K.Input((6, 2), name="source"), K.Input((4, 2), name="target")
+    _, h = K.layers.GRU(3, return_state=True, name="encoder")(source)
+    model = K.Model([source, target], [K.layers.LSTM(2, name="decoder")(target), h])
+    with pytest.raises(ValueError, match="name one as 'encoder:K', K from 0 to 1"):
+        rsr.add_trainable_initial_states(model, context="encoder", layers=["decoder"])
+    new_model = rsr.add_trainable_initial_states(model, context="encoder:1", layers=["decoder"])
+    assert [m.shape for m in rsr.context_maps(new_model)["decoder"]] == [(3, 2), (3, 2)]
+    inputs = [np.ones((2, 6, 2), "float32"), np.ones((2, 4, 2), "float32")]
+    for a, b in zip(new_model(inputs), model(inputs), strict=True):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-6)

@@ -214,3 +214,27 @@ def test_the_wrapper_gives_a_stateful_layer_a_learned_start(K):
     np.testing.assert_allclose(to_numpy(model(batches[0])), first, atol=1e-6)
     assert wrapper.stateful and len(wrapper.states) == 1
     assert len(wrapper.weights) == len(wrapper.layer.weights) + 1  # the reset flag is not a weight
+
+
+def test_a_mixed_precision_stateful_model_retrofits_and_predicts_as_the_original(K):
+    K.mixed_precision.set_global_policy("mixed_float16")
+    model = _model(K, "LSTM")
+    new_model = rsr.add_trainable_initial_states(model)
+    batches = _batches()
+    for batch in batches:  # through `predict`: the symbolic path, where tf-keras compares dtypes
+        np.testing.assert_allclose(
+            model.predict(batch, verbose=0, batch_size=BATCH),
+            new_model.predict(batch, verbose=0, batch_size=BATCH),
+            atol=1e-3,
+        )
+
+
+def test_resetting_a_model_skips_wrappers_around_layers_that_are_not_stateful(K):
+    inputs = K.Input(batch_shape=(BATCH, STEPS, FEATURES))
+    x = rsr.TrainableInitialStateRNN(K.layers.GRU(2, return_sequences=True), name="plain")(inputs)
+    model = K.Model(inputs, K.layers.LSTM(2, stateful=True, name="rnn")(x))
+    new_model = rsr.add_trainable_initial_states(model)
+    first = to_numpy(new_model(_batches(1)[0]))
+    new_model(_batches(1)[0])
+    rsr.reset_states(new_model)  # the wrapper around the GRU is not stateful: left alone, no error
+    np.testing.assert_allclose(to_numpy(new_model(_batches(1)[0])), first, atol=1e-6)
