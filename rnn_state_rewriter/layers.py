@@ -151,13 +151,26 @@ def broadcast_states(
     return pack_like(structure, states)
 
 
-class ContextMixin:
-    """What both layers share about the context their states are conditioned on."""
+class StateSourceMixin:
+    """What both layers share about the states they make: noise, and the context they are conditioned on."""
 
+    _keras: Adapter
     name: str
+    noise_stddev: float
     context_dim: int | None
     num_ids: int | None
     context_maps: list[Any]
+
+    def _state_options(self, noise_stddev: Any, context_dim: Any, num_ids: Any, owner: str) -> None:
+        """Checks and sets the noise and context options; the variables come at build."""
+        self.noise_stddev = check_noise_stddev(noise_stddev, owner)
+        self.context_dim, self.num_ids = check_context(context_dim, num_ids, owner)
+        self._noise_source = self._keras.noise_source() if self.noise_stddev else None
+        self.state_variables: list[Any] = []
+        self.context_maps = []
+
+    def _noise(self, state: Any) -> Any:
+        return self._keras.normal(state, self.noise_stddev, self._noise_source)
 
     def _check_context(self, context: Any) -> None:
         """Raises `ValueError` for a context the layer does not take, or a missing or misshapen one."""
@@ -203,7 +216,7 @@ def _serialize_each(api: Any, kind: str, values: list[Any]) -> list[Any]:
     return [module.serialize(module.get(value)) for value in values]
 
 
-class TrainableInitialStateMixin(ContextMixin):
+class TrainableInitialStateMixin(StateSourceMixin):
     """The behaviour of `TrainableInitialState`, shared by both generations."""
 
     _keras: Adapter  # the concrete class's Keras generation (`GenerationOf`)
@@ -244,13 +257,9 @@ class TrainableInitialStateMixin(ContextMixin):
         )
         self.regularizers = [api.regularizers.get(v) for v in per_state(regularizer, count, "regularizer", owner)]
         self.constraints = [api.constraints.get(v) for v in per_state(constraint, count, "constraint", owner)]
-        self.noise_stddev = check_noise_stddev(noise_stddev, owner)
         self.batch_axis = int(batch_axis)
-        self.context_dim, self.num_ids = check_context(context_dim, num_ids, owner)
         self.supports_masking = True
-        self._noise_source = self._keras.noise_source() if self.noise_stddev else None
-        self.state_variables: list[Any] = []
-        self.context_maps: list[Any] = []
+        self._state_options(noise_stddev, context_dim, num_ids, owner)
 
     @classmethod
     def for_layer(
@@ -348,11 +357,8 @@ class TrainableInitialStateMixin(ContextMixin):
         }
         return {**super().get_config(), **config}  # type: ignore[misc]
 
-    def _noise(self, state: Any) -> Any:
-        return self._keras.normal(state, self.noise_stddev, self._noise_source)
 
-
-class TrainableInitialStateRNNMixin(ContextMixin):
+class TrainableInitialStateRNNMixin(StateSourceMixin):
     """The behaviour of `TrainableInitialStateRNN`, shared by both generations."""
 
     _keras: Adapter
@@ -386,14 +392,9 @@ class TrainableInitialStateRNNMixin(ContextMixin):
         self.initializer = "zeros" if initializer is None else initializer
         self.regularizer = regularizer
         self.constraint = constraint
-        owner = f"layer '{layer.name}'"
-        self.noise_stddev = check_noise_stddev(noise_stddev, owner)
-        self.context_dim, self.num_ids = check_context(context_dim, num_ids, owner)
         self.supports_masking = True
-        self.state_variables: list[Any] = []
-        self.context_maps: list[Any] = []
         self._state_shapes: list[Any] = []
-        self._noise_source = self._keras.noise_source() if self.noise_stddev else None
+        self._state_options(noise_stddev, context_dim, num_ids, f"layer '{layer.name}'")
 
     def build(self, sequences_shape: Any = None, initial_state_shape: Any = None) -> None:
         layer: Any = self.layer  # type: ignore[attr-defined]
@@ -531,9 +532,6 @@ class TrainableInitialStateRNNMixin(ContextMixin):
         if self.starts_fresh is not None:
             given = bool(args) or kwargs.get("states") is not None
             self.starts_fresh.assign(0.0 if given else 1.0)
-
-    def _noise(self, state: Any) -> Any:
-        return self._keras.normal(state, self.noise_stddev, self._noise_source)
 
     def get_initial_state(self, batch_size_or_inputs: Any, context: Any = None) -> Any:
         """The learned initial state for a batch, nested as the wrapped layer takes it.

@@ -5,8 +5,9 @@ model's graph, nested Functional and Sequential submodels included, and
 decides for every call of a recurrent layer whether it gets a trainable initial
 state, and why not where it does not. Every check is done here, once: the layer
 selection, per-state lists against each layer's number of states, the context
-and whether it reaches each call, call sites that already pass `initial_state`. The rewrite executes the
-plan; the command line prints its reasons.
+and whether it reaches each call, call sites that already pass
+`initial_state`. The rewrite executes the plan; the command line prints its
+reasons.
 
 The walk also works out where a Keras mask may reach a call only at run time
 (Keras 3 hands masks on past submodels that drop them in the graph), so that a

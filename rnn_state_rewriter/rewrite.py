@@ -632,7 +632,9 @@ def reset_states(model: Any) -> None:
         if kind is None:
             continue
         inside.update(id(sublayer) for sublayer in adapter.sublayers(layer))
-        if kind == "trainable" and layer.stateful:
+        if not is_stateful(layer):
+            continue
+        if kind == "trainable":  # the wrapper's reset also sets its learned start for the next batch
             layer.reset_state()
-        elif is_stateful(layer):
+        else:
             reset_carried_state(layer)
