@@ -191,6 +191,14 @@ class Adapter(Protocol):
         """The variables a layer saves itself, in the order its `save_own_variables` numbers them."""
         ...
 
+    def live_arguments(self, layer: Any) -> dict[str, Any]:
+        """Constructor arguments a layer holds as live objects its config would turn into code (a `Lambda`'s)."""
+        ...
+
+    def copy_vocabulary(self, source: Any, target: Any) -> bool:
+        """Copies a lookup layer's vocabulary in memory, as `load_assets` sets it; False if it keeps none."""
+        ...
+
     def attributes(self, owner: Any) -> dict[str, Any]:
         """An object's attributes by name, those a backend keeps aside included (PyTorch's `_modules`)."""
         ...
@@ -205,6 +213,14 @@ class Adapter(Protocol):
 
     def build_like(self, copy: Any, model: Any) -> None:
         """Builds a copy of a subclassed model as loading would: from the original's build config."""
+        ...
+
+    def build_in_place_of(self, wrapper: Any, layer: Any) -> None:
+        """Builds a wrapper put where `layer` was, its new variables beside the layer's in variable paths."""
+        ...
+
+    def rename(self, layer: Any, name: str) -> None:
+        """Gives an unbuilt layer another name, which its variables take when it is built."""
         ...
 
     def carried_states(self, model: Any) -> list[Any]:

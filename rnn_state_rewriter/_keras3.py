@@ -9,8 +9,10 @@ copied and saved. Every read of a private Keras attribute lives here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -71,12 +73,16 @@ __all__ = [
     "detached",
     "variables",
     "own_variables",
+    "live_arguments",
+    "copy_vocabulary",
     "finish_loading",
     "carried_states",
     "replace_sublayer",
     "attributes",
     "remembering_class",
     "build_like",
+    "build_in_place_of",
+    "rename",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -325,6 +331,46 @@ def own_variables(layer: Any) -> list[Any]:
     return list(layer._trainable_variables + layer._non_trainable_variables)
 
 
+def live_arguments(layer: Any) -> dict[str, Any]:
+    """The constructor arguments a layer holds as live objects that its config turns into code or names.
+
+    A `Lambda`'s function, mask and output-shape function, and arguments: its
+    copy is made around the same objects, so it computes what it computes
+    (its config would rebuild a Python lambda from bytecode). Empty for other layers.
+    """
+    if type(layer) is not keras_api.layers.Lambda:
+        return {}
+    live = {"function": layer.function, "mask": layer.mask, "arguments": layer.arguments}
+    return {**live, "output_shape": layer._output_shape}
+
+
+def copy_vocabulary(source: Any, target: Any) -> bool:
+    """Sets a lookup layer's vocabulary in `target` as its `load_assets` would, from `source` in memory.
+
+    Keras saves a vocabulary as a text file of one term per line, which cannot
+    hold a term with a newline (nor, read back, an empty one); in memory any
+    term survives. A `TextVectorization` delegates its assets to its lookup
+    layer, a sublayer copied on its own. Returns False for a layer that keeps
+    no vocabulary asset (its assets are copied through files).
+    """
+    if isinstance(source, keras_api.layers.TextVectorization):
+        return True  # its `_lookup_layer` sublayer is copied on its own
+    try:
+        from keras.src.layers.preprocessing.index_lookup import IndexLookup
+    except ImportError:  # a Keras without lookup layers
+        return False
+    if not isinstance(source, IndexLookup):
+        return False
+    if source.input_vocabulary is not None:  # the vocabulary is in the config
+        return True
+    values = source.get_vocabulary(include_special_tokens=True)
+    if target.output_mode == "tf_idf":
+        target.set_vocabulary(values, idf_weights=target.idf_weights_const.numpy())
+    else:
+        target.set_vocabulary(values)
+    return True
+
+
 def finish_loading(layer: Any) -> None:
     """Nothing: Keras 3 layers finalize their state in `load_own_variables` (e.g. `Normalization`)."""
 
@@ -390,9 +436,28 @@ def replace_sublayer(owner: Any, container: Any, key: Any, old: Any, new: Any) -
 
 
 def build_like(copy: Any, model: Any) -> None:
+    """Builds `copy` from `model`'s build config, as loading would; quietly leaves it unbuilt where Keras
+    cannot (a `call` of several arguments: `layer_copy.build_sublayers_like` builds its layers then)."""
     config = model.get_build_config()
     if config:
-        copy.build_from_config(config)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*cannot be built automatically")
+            copy.build_from_config(config)
+
+
+def build_in_place_of(wrapper: Any, layer: Any) -> None:
+    """Builds a wrapper put where `layer` was, so that its new variables sit beside the layer's in variable
+    paths (`time_distributed/gru/initial_state_0` beside `time_distributed/gru/gru_cell/kernel`)."""
+    parents = (getattr(layer, "path", None) or "").split("/")[:-1]
+    with contextlib.ExitStack() as scopes:
+        for name in parents:
+            scopes.enter_context(keras.name_scope(name))
+        wrapper.build(None)
+
+
+def rename(layer: Any, name: str) -> None:
+    """Gives an unbuilt layer another name (its variables, made when it is built, take it in their paths)."""
+    layer.name = name
 
 
 def attributes(owner: Any) -> dict[str, Any]:

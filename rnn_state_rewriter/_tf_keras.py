@@ -77,12 +77,16 @@ __all__ = [
     "detached",
     "variables",
     "own_variables",
+    "live_arguments",
+    "copy_vocabulary",
     "finish_loading",
     "carried_states",
     "replace_sublayer",
     "attributes",
     "remembering_class",
     "build_like",
+    "build_in_place_of",
+    "rename",
     "sublayers",
     "RUNTIME_MASKS",
     "SafeModeScope",
@@ -120,6 +124,12 @@ class TrainableInitialStateRNN(_Twin, TrainableInitialStateRNNMixin, tf_keras.la
 
     __module__ = "rnn_state_rewriter.layers"
 
+
+# tf-keras' wrappers (`TimeDistributed`) read the layer they wrap in the legacy format, which looks a class
+# up by its bare class name, not by the registered name its config records: the twins are found under both
+# (a class already registered under a bare name keeps it).
+for _twin in (TrainableInitialState, TrainableInitialStateRNN):
+    tf_keras.saving.get_custom_objects().setdefault(_twin.__name__, _twin)
 
 # The file extensions `model.save` writes whole models to; "" is a SavedModel folder.
 SAVE_EXTENSIONS = (".keras", ".h5", "")
@@ -365,6 +375,46 @@ def own_variables(layer: Any) -> list[Any]:
     return [w for w in layer._trainable_weights + layer._non_trainable_weights if isinstance(w, tf.Variable)]
 
 
+def live_arguments(layer: Any) -> dict[str, Any]:
+    """The constructor arguments a layer holds as live objects that its config turns into code or names.
+
+    A `Lambda`'s function, mask and output-shape function, and arguments: its
+    copy is made around the same objects, so it computes what it computes
+    (its config would rebuild a Python lambda from bytecode). Empty for other layers.
+    """
+    if type(layer) is not keras_api.layers.Lambda:
+        return {}
+    live = {"function": layer.function, "mask": layer.mask, "arguments": layer.arguments}
+    return {**live, "output_shape": layer._output_shape}
+
+
+def copy_vocabulary(source: Any, target: Any) -> bool:
+    """Sets a lookup layer's vocabulary in `target` as its `load_assets` would, from `source` in memory.
+
+    Keras saves a vocabulary as a text file of one term per line, which cannot
+    hold a term with a newline (nor, read back, an empty one); in memory any
+    term survives. A `TextVectorization` delegates its assets to its lookup
+    layer, a sublayer copied on its own. Returns False for a layer that keeps
+    no vocabulary asset (its assets are copied through files).
+    """
+    if isinstance(source, keras_api.layers.TextVectorization):
+        return True  # its `_lookup_layer` sublayer is copied on its own
+    try:
+        from tf_keras.src.layers.preprocessing.index_lookup import IndexLookup
+    except ImportError:  # a Keras without lookup layers
+        return False
+    if not isinstance(source, IndexLookup):
+        return False
+    if source.input_vocabulary:  # the vocabulary is in the config
+        return True
+    values = source.get_vocabulary(include_special_tokens=True)
+    if target.output_mode == "tf_idf":
+        target.set_vocabulary(values, idf_weights=False)
+    else:
+        target.set_vocabulary(values)
+    return True
+
+
 def finish_loading(layer: Any) -> None:
     """`finalize_state()`, which tf-keras' loaders call on every layer once its weights are set.
 
@@ -420,9 +470,30 @@ def replace_sublayer(owner: Any, container: Any, key: Any, old: Any, new: Any) -
 
 
 def build_like(copy: Any, model: Any) -> None:
+    """Builds `copy` from `model`'s build config where tf-keras can: not on several inputs, nor arguments.
+
+    tf-keras' `build_from_config` makes one placeholder per shape and fails on a
+    nested structure of shapes (a model called on `(context, target)`): such a
+    copy is built by its first call on a probe batch instead.
+    """
     config = model.get_build_config()
-    if config and config.get("input_shape") is not None:
+    shape = (config or {}).get("input_shape")
+    if shape is None or (shape and isinstance(shape[0], (list, tuple, dict))):
+        return
+    try:
         copy.build_from_config(config)
+    except ValueError:  # a `call` of several arguments: `layer_copy.build_sublayers_like` builds its layers
+        return
+
+
+def build_in_place_of(wrapper: Any, layer: Any) -> None:
+    """Builds a wrapper put where `layer` was (tf-keras names variables by their layer alone)."""
+    wrapper.build(None)
+
+
+def rename(layer: Any, name: str) -> None:
+    """Gives an unbuilt layer another name (its variables, made when it is built, take it in their paths)."""
+    layer._name = name
 
 
 def attributes(owner: Any) -> dict[str, Any]:

@@ -1,22 +1,32 @@
-"""Cloning one layer from the live object, and copying its weights.
+"""Cloning one layer from the live object, and copying its whole state.
 
 The retrofit works from the objects it is given and never needs the Keras
 registry to find a class or function that the model already holds:
 
-- A layer is cloned through its own class, `type(layer).from_config(config)`,
-  with every custom class and function it holds (its sublayers, cells,
-  initializers, activations) in a custom-object scope, so an unregistered
-  custom cell inside `RNN(cell)` is found.
-- A layer that cannot be rebuilt from its config and owns no variables is
-  reused by the copy as it is (it has nothing to copy or to share); one that
-  owns variables is refused before anything is built, with an error that names
-  it, its class and the fix.
+- A layer is rebuilt as Keras' own saving rebuilds it: its config serialized
+  (`serialize_keras_object`, which turns live objects a `get_config()` returns,
+  a wiring or a schedule, into what its `from_config` expects; nested layers
+  left to be built by their owner, so that every variable keeps its path), then
+  `type(layer).from_config(...)` with every custom class and function it holds
+  (its sublayers, cells, initializers, activations) in a custom-object scope,
+  so an unregistered custom cell inside `RNN(cell)` is found. Where that fails
+  and the raw `get_config()` rebuilds it (an older `from_config` that expects
+  live objects), the raw config is used. A `Lambda` is rebuilt around the same
+  live function, mask and arguments, so its copy computes what it computes.
+- A layer that cannot be rebuilt and owns no variables is reused by the copy as
+  it is (it has nothing to copy or to share); one that owns variables is
+  refused before anything is built, with an error that names it, its class,
+  what failed, and the fix.
 - A layer's whole state is copied, as Keras' own `.keras` saving keeps it:
   variables pairwise with `assign` where the layer saves just its variables;
   otherwise through its own `save_own_variables`/`load_own_variables` (an
-  adapted `Normalization` finalizes its statistics there) and
-  `save_assets`/`load_assets` (a lookup layer's vocabulary). A copy owns its
-  buffers on every backend (JAX shares a buffer on a plain `assign`).
+  adapted `Normalization` finalizes its statistics there). A lookup layer's
+  vocabulary is copied in memory, as its `load_assets` would set it, so any
+  term survives (a newline, the empty string, which a vocabulary file of one
+  term per line cannot hold); other assets go through `save_assets`/
+  `load_assets`. Then the copy's state is compared with the original's
+  (vocabularies and variables of such layers: cheap, small layers). A copy
+  owns its buffers on every backend (JAX shares a buffer on a plain `assign`).
 - The copy of a compiled model is compiled from the live compile arguments:
   the same loss objects and functions, fresh metric objects and a fresh
   optimizer of the same class and config.
@@ -31,10 +41,21 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 from rnn_state_rewriter._adapter import Adapter
 from rnn_state_rewriter.generation import KERAS_PACKAGES
 
-__all__ = ["clone_layer", "copy_weights", "compile_like", "needs_a_first_call", "describe"]
+__all__ = [
+    "build_sublayers_like",
+    "clone_layer",
+    "compile_like",
+    "copy_weights",
+    "describe",
+    "describe_error",
+    "name_sublayers_like",
+    "needs_a_first_call",
+]
 
 _FRAMEWORKS = {*KERAS_PACKAGES, "tensorflow", "builtins", "numpy", "jax", "torch"}
 
@@ -43,6 +64,18 @@ def describe(obj: Any) -> str:
     """`module.Class` of an object, as error messages name it."""
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: the first line that says something`, as error messages quote another error in one line.
+
+    Keras wraps an error raised in a layer's `call` in lines of its own
+    (`Exception encountered when calling ...`, terminal colour codes): the
+    user's own message is the line quoted.
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Exception encountered when calling")]
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def _is_custom(obj: Any) -> bool:
@@ -79,14 +112,48 @@ def custom_objects(adapter: Adapter, objects: Iterable[Any]) -> dict[str, Any]:
 
 
 def _from_config(adapter: Adapter, obj: Any, owners: Iterable[Any]) -> Any:
-    """`type(obj).from_config(obj.get_config())` with the custom objects of `owners` in scope.
+    """A new object like `obj`, rebuilt as Keras' saving rebuilds it, with the custom objects of `owners` in scope.
 
-    Safe mode is off: the config comes from a live object of this process, not
-    from a file, so a `Lambda` layer's function is not untrusted code here.
+    Saving's route first: the config serialized, then `type(obj).from_config`.
+    Where that fails and the raw `get_config()` differs from it, the raw config
+    is tried too (a `from_config` written to take live objects); if both fail,
+    the error of saving's route is raised. Safe mode is off: the config comes
+    from a live object of this process, not from a file, so a `Lambda` layer's
+    function is not untrusted code here.
     """
-    scope = adapter.keras_api.saving.custom_object_scope(custom_objects(adapter, owners))
-    with adapter.SafeModeScope(False), scope:
-        return type(obj).from_config(obj.get_config())
+    saving = adapter.keras_api.saving
+    with adapter.SafeModeScope(False), saving.custom_object_scope(custom_objects(adapter, owners)):
+        live = adapter.live_arguments(obj)
+        raw = obj.get_config()
+        if live:
+            return type(obj)(**{**raw, **live})
+        serialized = _unbuilt(saving.serialize_keras_object(raw))
+        try:
+            return type(obj).from_config(serialized)
+        except Exception:  # whatever a user's constructor raises
+            if serialized == raw:
+                raise
+            try:
+                return type(obj).from_config(raw)
+            except Exception:  # noqa: BLE001 (the first error is the one to report)
+                pass
+            raise
+
+
+def _unbuilt(config: Any) -> Any:
+    """A serialized config without the build configs of the objects nested in it.
+
+    Deserializing a nested layer with its build config builds it on the spot,
+    outside the layer that holds it, so its variables would lose their place
+    in the paths (`time_distributed/gru/gru_cell/kernel` would become
+    `gru/gru_cell/kernel`). Unbuilt, each is built by its owner, as in the original.
+    """
+    if isinstance(config, dict):
+        nested = "class_name" in config and "config" in config
+        return {key: _unbuilt(value) for key, value in config.items() if not (nested and key == "build_config")}
+    if isinstance(config, list):
+        return [_unbuilt(value) for value in config]
+    return config
 
 
 def clone_layer(adapter: Adapter, layer: Any, path: str) -> Any:
@@ -112,10 +179,52 @@ def clone_layer(adapter: Adapter, layer: Any, path: str) -> Any:
         )
         raise TypeError(
             f"Layer '{path}{layer.name}' of class {describe(layer)}{subclassed} owns variables and cannot "
-            f"be cloned: `{name}.from_config({name}.get_config())` raised {type(error).__name__}: {reason}. "
-            f"Give {name} a `get_config()` that returns its constructor arguments, and a constructor that "
-            "accepts the base layer keyword arguments (`name`, `trainable`, `dtype`) through `**kwargs`." + hint
+            f"be cloned: rebuilding it as Keras' saving does, `{name}.from_config(serialize_keras_object"
+            f"(layer)['config'])`, raised {type(error).__name__}: {reason}. Make `{name}.from_config` accept "
+            f"what `{name}.get_config()` returns once serialized (so that `model.save` and `load_model` work "
+            "too), and let its constructor accept the base layer keyword arguments (`name`, `trainable`, "
+            "`dtype`) through `**kwargs`." + hint
         ) from error
+
+
+def name_sublayers_like(adapter: Adapter, copy: Any, original: Any, skip: Callable[[Any], bool] | None = None) -> None:
+    """Gives the unbuilt sublayers of a copy made from config the names of their twins in `original`.
+
+    A subclassed model's config does not hold its sublayers: its constructor
+    makes them anew, and Keras names them anew (`gru_1` for `gru`). Named as
+    the original's before they are built, they keep its names, its variable
+    paths and its keys. Nothing is done where the two hold different layers.
+    """
+    olds = [sub for sub in adapter.sublayers(original) if skip is None or not skip(sub)]
+    news = adapter.sublayers(copy)
+    if len(olds) != len(news) or any(type(a) is not type(b) for a, b in zip(olds, news, strict=True)):
+        return
+    for old, new in zip(olds, news, strict=True):
+        if not new.built and new.name != old.name:
+            adapter.rename(new, old.name)
+
+
+def build_sublayers_like(adapter: Adapter, copy: Any, original: Any, skip: Callable[[Any], bool] | None = None) -> None:
+    """Builds each unbuilt sublayer of `copy` from the build config of its twin in `original`.
+
+    Where a subclassed model cannot be built from its own build config (its
+    `call` takes several arguments, of which Keras records the first), its
+    layers can: each records the shapes it was built on. Nested models are
+    left to their layers; a sublayer that cannot be built so is left to the
+    first call. Nothing is done where the two hold different layers.
+    """
+    olds = [sub for sub in adapter.sublayers(original) if skip is None or not skip(sub)]
+    news = adapter.sublayers(copy)
+    if len(olds) != len(news) or any(type(a) is not type(b) for a, b in zip(olds, news, strict=True)):
+        return
+    for old, new in zip(olds, news, strict=True):
+        config = old.get_build_config() if old.built and not isinstance(old, adapter.keras_api.Model) else None
+        if new.built or not config:
+            continue
+        try:
+            new.build_from_config(config)
+        except Exception:  # noqa: BLE001 (a layer whose build needs more than its shapes: the first call builds it)
+            continue
 
 
 def needs_a_first_call(adapter: Adapter, old: Any, new: Any) -> bool:
@@ -211,8 +320,10 @@ def _copy_own_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
     A layer that saves only its variables gets them assigned pairwise, which is
     what `save_own_variables`/`load_own_variables` do, without the detour. One
     that saves more, or differently (statistics that `load_own_variables`
-    finalizes, quantized kernels, vocabularies saved as assets), goes through
-    its own saving methods, as `.keras` saving and loading would.
+    finalizes, quantized kernels), goes through its own saving methods, as
+    `.keras` saving and loading would (`copy_state` then compares the two).
+    A vocabulary is copied in memory (`adapter.copy_vocabulary`); other assets
+    through a folder.
     """
     if saves_more_than_variables(adapter, old):
         store = _Store(adapter)
@@ -221,10 +332,38 @@ def _copy_own_state(adapter: Adapter, old: Any, new: Any, assets: str) -> None:
     else:
         for source, target in zip(adapter.own_variables(old), adapter.own_variables(new), strict=True):
             adapter.copy_into(target, source)
-    if hasattr(old, "save_assets") and hasattr(new, "load_assets"):
+    if hasattr(old, "save_assets") and hasattr(new, "load_assets") and not adapter.copy_vocabulary(old, new):
         os.makedirs(assets, exist_ok=True)
         old.save_assets(assets)
         new.load_assets(assets)
+
+
+def _verify_own_state(adapter: Adapter, old: Any, new: Any) -> None:
+    """Raises if the copy of a layer that saves more than its variables holds another vocabulary or values.
+
+    Raises:
+        ValueError: naming the layer and what differs.
+    """
+    what = None
+    if callable(getattr(old, "get_vocabulary", None)) and callable(getattr(new, "get_vocabulary", None)):
+        before, after = list(old.get_vocabulary()), list(new.get_vocabulary())
+        if before != after:
+            what = f"vocabulary of {len(after)} terms instead of {len(before)}"
+            what += "" if len(before) != len(after) else " (the same number, other terms)"
+    pairs = zip(adapter.own_variables(old), adapter.own_variables(new), strict=False)
+    if what is None and any(not _same_values(a, b) for a, b in pairs):
+        what = "variables of other values"
+    if what is not None:
+        raise ValueError(
+            f"Layer '{old.name}' ({describe(old)}) was copied with a {what} than the original holds: its "
+            "`save_own_variables`/`load_own_variables` (or `save_assets`/`load_assets`) do not carry its "
+            "whole state. Give its class saving methods that do."
+        )
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    x, y = np.asarray(a.numpy()), np.asarray(b.numpy())
+    return x.shape == y.shape and bool(np.all((x == y) | (x != x) & (y != y)))
 
 
 def copy_state(adapter: Adapter, old: Any, new: Any, assets: str, skip: Callable[[Any], bool] | None = None) -> None:
@@ -244,6 +383,9 @@ def copy_state(adapter: Adapter, old: Any, new: Any, assets: str, skip: Callable
     else:
         for index, (a, b) in enumerate(twins):
             _copy_own_state(adapter, a, b, os.path.join(assets, str(index)))
+        for a, b in twins:  # once every sublayer is in: a layer may hold its state in one
+            if saves_more_than_variables(adapter, a):
+                _verify_own_state(adapter, a, b)
     for layer in [new, *adapter.sublayers(new)]:
         adapter.finish_loading(layer)
 
@@ -254,12 +396,24 @@ def copy_weights(
     first_call: Callable[[], None],
     skip: Callable[[Any], bool] | None = None,
 ) -> None:
-    """Copies the state of each `(old, new)` layer pair; calls `first_call` once if a clone builds lazily.
+    """Copies the state of each `(old, new)` layer pair; calls `first_call` once if a clone may build lazily.
 
-    `skip` leaves out sublayers of the old layers that the new ones lack.
+    `skip` leaves out sublayers of the old layers that the new ones lack. A
+    first call that fails matters only if weights are still missing after it.
+
+    Raises:
+        ValueError: if a clone lacks weights after a first call that failed.
     """
     if any(needs_a_first_call(adapter, old, new) for old, new in pairs):
-        first_call()
+        try:
+            first_call()
+        except Exception as error:  # a custom layer that may build lazily and that refuses this batch
+            lacking = [old for old, new in pairs if len(adapter.variables(new)) < len(adapter.variables(old))]
+            if lacking:  # without weights that must be created: the copy cannot be completed
+                raise ValueError(
+                    f"Layer '{lacking[0].name}' ({describe(lacking[0])}) creates its weights when it is first "
+                    f"called, and calling its copy once to create them failed ({describe_error(error)})."
+                ) from None
     with tempfile.TemporaryDirectory(prefix="rnn_state_rewriter_assets_") as assets:
         for index, (old, new) in enumerate(pairs):
             copy_state(adapter, old, new, os.path.join(assets, str(index)), skip)

@@ -179,7 +179,11 @@ class Plan:
             reached through attributes (`route="surgery"`).
         graphs: the calls of each graph model walked (the model and its graph
             submodels), by `id`, in graph order, each with its decision.
-        surgery: the decisions of the layers reached through attributes, by path.
+        surgery: the decisions of the layers reached through attributes, by
+            the place that holds them (`surgery.Site.path`, attribute names).
+        submodels: the places of the graph submodels reached through attributes
+            (inside a `TimeDistributed`, a custom layer) that hold layers to add
+            states to; other graph submodels are left as they are.
     """
 
     adapter: Adapter
@@ -187,6 +191,7 @@ class Plan:
     decisions: list[Decision]
     graphs: dict[int, list[PlannedCall]]
     surgery: dict[str, Decision]
+    submodels: set[str] = dataclasses.field(default_factory=set)
 
     def added(self) -> list[Decision]:
         """The decisions that add states."""
@@ -295,9 +300,9 @@ def _held(adapter: Adapter, layer: Any, prefix: str) -> list[tuple[str, Any]]:
     found = []
     for site in find_sites(adapter, layer, prefix):
         if is_graph_model(adapter, site.layer):
-            found += [(f"{site.path}/{path}", inner) for path, inner in reachable_recurrent_layers(adapter, site.layer)]
+            found += [(f"{site.name}/{path}", inner) for path, inner in reachable_recurrent_layers(adapter, site.layer)]
         else:
-            found.append((site.path, site.layer))
+            found.append((site.name, site.layer))
     return found
 
 
@@ -398,6 +403,7 @@ class Planner:
         self.shapes: dict[int, Any] = {}
         self.walked: dict[tuple[int, tuple[bool, ...]], list[bool]] = {}
         self.looked_into: set[int] = set()
+        self.submodels: set[str] = set()  # graph submodels held by attributes with states to add, by place
         self.calls_of: dict[int, list[tuple[Any, tuple[Any, ...], dict[str, Any], list[Any]]]] = {}
 
     @property
@@ -517,7 +523,7 @@ class Planner:
             graph: [PlannedCall(*call, sites.get((graph, index))) for index, call in enumerate(calls)]
             for graph, calls in self.calls_of.items()
         }
-        return Plan(self.adapter, model, [*sites.values(), *surgery.values()], graphs, surgery)
+        return Plan(self.adapter, model, [*sites.values(), *surgery.values()], graphs, surgery, set(self.submodels))
 
     def conditioning(self, key: SiteKey | None, model: Any, decision: Decision) -> dict[str, Any]:
         """The context fields of a decision that adds states; the context must reach its call.
@@ -584,14 +590,16 @@ class Planner:
         inner = f"{prefix}{layer.name}/" if prefix is not None else ""
         for site in find_sites(self.adapter, layer, inner):
             if is_graph_model(self.adapter, site.layer):
-                self.walk(site.layer, site.path + "/", ())
+                self.walk(site.layer, site.name + "/", ())
+                if any(d.action is ADD and d.path.startswith(site.name + "/") for d in self.decisions):
+                    self.submodels.add(site.path)
             elif site.path not in self.surgery:
                 self.surgery[site.path] = self.decide_surgery(site)
 
     def decide_surgery(self, site: Site) -> Decision:
         layer = site.layer
         decision = Decision(
-            site.path,
+            site.name,
             describe_kind(layer),
             ADD,
             layer=layer,
@@ -601,9 +609,9 @@ class Planner:
         )
         if self.adapter.recurrent_kind(layer) == "trainable":
             return dataclasses.replace(decision, action=SKIP, reason="already has a trainable initial state")
-        if not self.selected(site.path, layer):
+        if not self.selected(site.name, layer):
             return dataclasses.replace(decision, action=SKIP, reason="not selected")
-        structure = self.structure(site.path, layer)
+        structure = self.structure(site.name, layer)
         flat = tuple(tuple(s) for s in flatten_shapes(structure))
         return dataclasses.replace(decision, state_shapes=flat, structure=structure)
 

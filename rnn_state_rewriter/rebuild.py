@@ -72,7 +72,8 @@ class GraphRebuild:
     `calls(graph)` gives the calls of a graph model in graph order (the plan's,
     for a retrofit). `on_call(site)` returns the outputs of the call in the new
     graph (None for a dropped layer). `substitute(layer)` names the layer whose clone replaces
-    `layer` (None to drop it). Every layer is cloned once, before anything is
+    `layer` (None to drop it); `prepare(clone)` is run on each new clone before it is built.
+    Every layer is cloned once, before anything is
     built, so a layer that cannot be cloned is refused first and shared layers
     stay shared; nested models are rebuilt recursively; the weights are copied
     once the whole graph is built.
@@ -85,8 +86,10 @@ class GraphRebuild:
         on_call: Callable[[Site], Any],
         substitute: Callable[[Any], Any] = lambda layer: layer,
         skip: Callable[[Any], bool] | None = None,
+        prepare: Callable[[Any], Any] | None = None,
     ) -> None:
         self.adapter = adapter
+        self.prepare = prepare
         self.calls = calls
         self.on_call = on_call
         self.substitute = substitute
@@ -166,6 +169,8 @@ class GraphRebuild:
     def leaf(self, layer: Any, path: str) -> Any:
         """A clone of a layer or a Keras 3 operation; one without variables may come back as itself."""
         clone = clone_layer(self.adapter, layer, path)
+        if clone is not layer and self.prepare is not None:
+            self.prepare(clone)
         if clone is not layer and isinstance(layer, self.adapter.keras_api.layers.Layer):
             self.restore.extend(_swap_initializers(clone, self.adapter))
             self.pairs.append((layer, clone))

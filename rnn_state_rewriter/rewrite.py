@@ -25,8 +25,23 @@ import numpy as np
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter._adapter import Adapter, adapter_for
 from rnn_state_rewriter.arguments import check_noise_stddev
-from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check, probe_batch, wants_check
-from rnn_state_rewriter.layer_copy import clone_layer, compile_like, copy_weights
+from rnn_state_rewriter.check import (
+    Probe,
+    call_model,
+    check_copy,
+    first_differing,
+    needs_check,
+    probe_batch,
+    run_model,
+    wants_check,
+)
+from rnn_state_rewriter.layer_copy import (
+    build_sublayers_like,
+    clone_layer,
+    compile_like,
+    copy_weights,
+    name_sublayers_like,
+)
 from rnn_state_rewriter.layers import SequenceMask
 from rnn_state_rewriter.plan import (
     Action,
@@ -265,15 +280,16 @@ def retrofit(
         variables = [v for layer in state_layers for v in [*layer.state_variables, *layer.context_maps]]
         diagnose = functools.partial(first_differing, adapter, rebuild.outputs, model, new_model)
     else:
-        inputs = probe_batch(adapter, model) if sample is None else sample
+        given = sample
+        inputs = functools.cache(lambda: probe_batch(adapter, model) if given is None else given)
         if in_place:
-            expected = adapter.predict(model, inputs) if run_check else None
+            expected = run_model(adapter, model, inputs()) if run_check else None
             new_model = model
         else:
             new_model = copy_subclassed(adapter, model, inputs)
         surgery.replace(adapter, surgery.find_sites(adapter, new_model), wrap)
         wrap.remember(new_model)
-        sample, variables, diagnose = inputs, [], None
+        sample, variables, diagnose = (inputs() if run_check else None), [], None
     variables += wrap.variables
     probe = None
     if run_check:
@@ -351,6 +367,8 @@ class _Wrap:
 
     def __call__(self, site: surgery.Site) -> Any:
         if is_graph_model(self.adapter, site.layer):
+            if site.path not in self.plan.submodels:  # nothing to add inside (a `TimeDistributed` of Dense layers)
+                return None
             new, _ = retrofit(site.layer, check=False, noise_stddev=self.noise_stddev, **self.options)
             self.variables += [v for layer in state_layers_in(self.adapter, new) for v in layer.state_variables]
             return new
@@ -365,17 +383,21 @@ class _Wrap:
             noise_stddev=self.noise_stddev,
             name=site.layer.name,
         )
-        wrapper.build(None)
+        self.adapter.build_in_place_of(wrapper, site.layer)
         self.variables += wrapper.state_variables
         self.made.add(id(wrapper))
         return wrapper
 
     def remember(self, root: Any) -> None:
-        """Lets `root` save where the wrappers made here are, so that a `.keras` file loads them back."""
+        """Lets `root` save where the wrappers made here are, so that a `.keras` file loads them back.
+
+        A wrapper that its owner's config carries already (the `layer` of a
+        `TimeDistributed`) loads back through that config: the owner keeps its class.
+        """
         wrapped = {
             site.path: surgery.wrapper_options(site.layer)
             for site in surgery.find_sites(self.adapter, root)
-            if id(site.layer) in self.made
+            if id(site.layer) in self.made and not surgery.config_holds(self.adapter, site.owner, site.layer)
         }
         if wrapped:
             surgery.remember(self.adapter, root, wrapped)
@@ -390,8 +412,13 @@ def state_layers_in(adapter: Adapter, model: Any) -> list[Any]:
     ]
 
 
-def copy_subclassed(adapter: Adapter, model: Any, inputs: Any, skip: Callable[[Any], bool] | None = None) -> Any:
+def copy_subclassed(
+    adapter: Adapter, model: Any, inputs: Callable[[], Any], skip: Callable[[Any], bool] | None = None
+) -> Any:
     """A copy of a subclassed model, made as Keras copies it: from its config, built, its whole state copied.
+
+    `inputs()` gives a batch to call the copy on, where building it from its
+    build config leaves weights to create.
 
     Raises:
         TypeError: if the model cannot be rebuilt from its config (the message offers `in_place=True`).
@@ -403,8 +430,10 @@ def copy_subclassed(adapter: Adapter, model: Any, inputs: Any, skip: Callable[[A
             f"{error} Or retrofit the model itself, without a copy: "
             "`add_trainable_initial_states(model, in_place=True)`."
         ) from error
+    name_sublayers_like(adapter, copy, model, skip)
     adapter.build_like(copy, model)
-    copy_weights(adapter, [(model, copy)], lambda: copy(inputs, training=False), skip=skip)
+    build_sublayers_like(adapter, copy, model, skip)
+    copy_weights(adapter, [(model, copy)], lambda: call_model(copy, inputs()), skip=skip)
     return copy
 
 
@@ -473,7 +502,7 @@ def remove_trainable_initial_states(model: Any) -> Any:
         return site.call_plain(adapter)
 
     if not is_graph_model(adapter, model):
-        new_model = copy_subclassed(adapter, model, probe_batch(adapter, model), skip=_is_wrapper(adapter))
+        new_model = copy_subclassed(adapter, model, lambda: probe_batch(adapter, model), skip=_is_wrapper(adapter))
         surgery.unwrap_all(adapter, new_model, remove_trainable_initial_states)
         compile_like(adapter, new_model, model)
         return new_model
@@ -481,10 +510,21 @@ def remove_trainable_initial_states(model: Any) -> Any:
     def calls(graph: Any) -> list[PlannedCall]:
         return [PlannedCall(*call, None) for call in adapter.call_sites(graph)]
 
-    new_model = GraphRebuild(adapter, calls, on_call, substitute, skip=_is_wrapper(adapter))(model)
-    for _, layer in layers_in_tree(adapter, new_model):
+    def unwrap(layer: Any) -> None:
         if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
             surgery.unwrap_all(adapter, layer, remove_trainable_initial_states)
+
+    def unwrap_carried(clone: Any) -> None:
+        if not surgery.is_pending(clone):
+            unwrap(clone)
+
+    # Wrappers a clone's config carries (a `TimeDistributed`'s) go before it is built, so that the layers
+    # they wrapped are built in their place, with their variable paths; those a clone puts back once
+    # built (`surgery.Remembers`) go after.
+    rebuild = GraphRebuild(adapter, calls, on_call, substitute, skip=_is_wrapper(adapter), prepare=unwrap_carried)
+    new_model = rebuild(model)
+    for _, layer in layers_in_tree(adapter, new_model):
+        unwrap(layer)
     compile_like(adapter, new_model, model)
     return new_model
 
@@ -574,10 +614,10 @@ def _state_values(model: Any, attribute: str) -> dict[str, list[np.ndarray]]:
     def add_held(layer: Any, prefix: str) -> None:
         for site in surgery.find_sites(adapter, layer, prefix):
             if adapter.recurrent_kind(site.layer) == "trainable":
-                result.setdefault(site.path, values(site.layer))
+                result.setdefault(site.name, values(site.layer))
             elif is_graph_model(adapter, site.layer):
                 for name, states in _state_values(site.layer, attribute).items():
-                    result.setdefault(f"{site.path}/{name}", states)
+                    result.setdefault(f"{site.name}/{name}", states)
 
     if not is_graph_model(adapter, model):
         add_held(model, "")

@@ -26,7 +26,7 @@ from typing import Any
 
 from rnn_state_rewriter._adapter import Adapter
 
-__all__ = ["Site", "find_sites", "replace", "unwrap_all"]
+__all__ = ["Site", "config_holds", "find_sites", "is_pending", "replace", "unwrap_all"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,11 @@ class Site:
 
     `path` names the place by attributes from the root (`"decoder/gru"`,
     `"blocks/0/lstm"`): a copy made from config names its layers anew, but
-    holds them in the same attributes.
+    holds them in the same attributes, so the executors find places by it.
+    `name` names the layer as users know it, by the Keras names of the layers
+    it sits in, as its variable paths do (`"decoder/gru"`,
+    `"time_distributed/gru"`); where two layers would have the same name, the
+    second is named by its attributes.
     """
 
     owner: Any
@@ -43,6 +47,7 @@ class Site:
     key: Any
     path: str
     layer: Any
+    name: str = ""
 
 
 def _internal_attributes(adapter: Adapter) -> frozenset[str]:
@@ -77,33 +82,60 @@ def _entries(owner: Any, adapter: Adapter) -> Iterator[tuple[Any, Any, str, Any]
             yield None, name, name, value
 
 
-def find_sites(adapter: Adapter, root: Any, prefix: str = "") -> list[Site]:
+def find_sites(adapter: Adapter, root: Any, prefix: str = "", named: str | None = None) -> list[Site]:
     """Every recurrent layer, and graph submodel, that `root`'s attributes reach, once per place held.
 
-    A layer held in several places is found once, at the first.
+    `prefix` starts every site's `path`, `named` (default: `prefix`) its
+    `name`. A layer held in several places is found once, at the first.
 
-    Custom layers and subclassed submodels are looked into at any depth;
-    recurrent layers and graph submodels are not (the graph rewrite handles
-    what a graph submodel holds).
+    Custom layers, subclassed submodels and wrappers (`TimeDistributed`) are
+    looked into at any depth; recurrent layers and graph submodels are not (the
+    graph rewrite handles what a graph submodel holds).
     """
     api = adapter.keras_api
     sites: list[Site] = []
     seen: set[int] = set()
+    names: dict[str, int] = {}
 
-    def visit(owner: Any, path: str) -> None:
+    def visit(owner: Any, path: str, name: str) -> None:
         seen.add(id(owner))
         for container, key, where, value in _entries(owner, adapter):
             if not isinstance(value, api.layers.Layer) or value is owner:
                 continue
-            place = f"{path}{where}"
+            place, place_name = f"{path}{where}", f"{name}{value.name}"
+            if names.setdefault(place_name, id(value)) != id(value):
+                place_name = place
             if adapter.recurrent_kind(value) is not None or _is_graph_model(adapter, value):
-                first = next((s.path for s in sites if s.layer is value), place)
-                sites.append(Site(owner, container, key, first, value))
+                first = next((s for s in sites if s.layer is value), None)
+                if first is not None:
+                    place, place_name = first.path, first.name
+                sites.append(Site(owner, container, key, place, value, place_name))
             elif id(value) not in seen:
-                visit(value, place + "/")
+                visit(value, place + "/", place_name + "/")
 
-    visit(root, prefix)
+    visit(root, prefix, prefix if named is None else named)
     return sites
+
+
+def config_holds(adapter: Adapter, owner: Any, layer: Any) -> bool:
+    """Whether `owner`'s config carries `layer` serialized (a `TimeDistributed`'s `layer`), so that loading
+    the owner rebuilds it: then nothing needs remembering."""
+    saving = adapter.keras_api.saving
+    name = saving.get_registered_name(type(layer))
+
+    def holds(value: Any) -> bool:
+        if isinstance(value, dict):
+            inner = value.get("config")
+            named = isinstance(inner, dict) and inner.get("name") == layer.name
+            if named and name in (value.get("registered_name"), value.get("class_name")):
+                return True
+            return any(holds(item) for item in value.values())
+        return isinstance(value, list) and any(holds(item) for item in value)
+
+    try:
+        return holds(saving.serialize_keras_object(owner.get_config()))
+    except Exception:  # noqa: BLE001 (an owner whose config cannot be serialized carries nothing)
+        return False
 
 
 def _is_graph_model(adapter: Adapter, layer: Any) -> bool:
@@ -205,6 +237,11 @@ class Remembers:
         if getattr(self, "_rsr_pending", False):
             object.__setattr__(self, "_rsr_pending", False)
             _wrap_again(self)
+
+
+def is_pending(layer: Any) -> bool:
+    """Whether `layer`, made from a remembering config, puts its wrappers back once it is built."""
+    return bool(getattr(layer, "_rsr_pending", False))
 
 
 def finish_pending(layer: Any) -> None:

@@ -22,7 +22,7 @@ def text_generation_model(K, is_keras3, get_config=True):
             super().__init__(**kwargs)
             self.vocab_size, self.embedding_dim, self.rnn_units = vocab_size, embedding_dim, rnn_units
             self.embedding = K.layers.Embedding(vocab_size, embedding_dim)
-            self.gru = K.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+            self.gru = K.layers.GRU(rnn_units, return_sequences=True, return_state=True, name="gru")
             self.dense = K.layers.Dense(vocab_size)
 
         def call(self, inputs, states=None, return_state=False, training=False):
@@ -92,8 +92,8 @@ def test_a_passed_initial_state_is_kept_by_the_wrapped_decoder(K):
     class Seq2Seq(K.Model):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.encoder = K.layers.LSTM(4, return_state=True)
-            self.decoder = K.layers.LSTM(4, return_sequences=True)
+            self.encoder = K.layers.LSTM(4, return_state=True, name="encoder")
+            self.decoder = K.layers.LSTM(4, return_sequences=True, name="decoder")
 
         def call(self, inputs):
             _, h, c = self.encoder(inputs)
@@ -113,8 +113,11 @@ def test_recurrent_layers_inside_a_custom_layer_of_a_functional_model(K, tmp_pat
 
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.stack = [K.layers.LSTM(3, return_sequences=True), K.layers.GRU(3, return_sequences=True)]
-            self.by_name = {"last": K.layers.SimpleRNN(2)}
+            self.stack = [
+                K.layers.LSTM(3, return_sequences=True, name="lstm"),
+                K.layers.GRU(3, return_sequences=True, name="gru"),
+            ]
+            self.by_name = {"last": K.layers.SimpleRNN(2, name="simple_rnn")}
 
         def call(self, inputs):
             x = inputs
@@ -126,13 +129,13 @@ def test_recurrent_layers_inside_a_custom_layer_of_a_functional_model(K, tmp_pat
     model = K.Model(inputs, K.layers.Dense(1)(Block(name="block")(inputs)))
     x = np.random.default_rng(1).normal(size=(4, 5, 2)).astype("float32")
     decisions = rsr.plan_trainable_initial_states(model)
-    assert [(d.path, d.action) for d in decisions] == [
-        ("block/stack/0", "add"),
-        ("block/stack/1", "add"),
-        ("block/by_name/last", "add"),
+    assert [(d.path, d.action) for d in decisions] == [  # keyed by Keras names, as variable paths are
+        ("block/lstm", "add"),
+        ("block/gru", "add"),
+        ("block/simple_rnn", "add"),
     ]
     new = rsr.add_trainable_initial_states(model)
-    assert sorted(rsr.initial_states(new)) == ["block/by_name/last", "block/stack/0", "block/stack/1"]
+    assert sorted(rsr.initial_states(new)) == ["block/gru", "block/lstm", "block/simple_rnn"]
     np.testing.assert_allclose(new.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     new.compile(K.optimizers.Adam(0.05), "mse")
     new.fit(x, np.ones((4, 1)), epochs=2, verbose=0)
@@ -196,7 +199,7 @@ def test_a_custom_layer_in_a_functional_model_reloads_with_its_learned_states(K,
         class Block(K.layers.Layer):
             def __init__(self, **kwargs):
                 super().__init__(**kwargs)
-                self.lstm = K.layers.LSTM(3)
+                self.lstm = K.layers.LSTM(3, name="lstm")
 
             def call(self, inputs):
                 return self.lstm(inputs)
@@ -224,7 +227,7 @@ def test_the_time_series_feedback_model_warms_up_from_the_learned_state(K, is_ke
             super().__init__(**kwargs)
             self.out_steps, self.units = out_steps, units
             self.lstm_cell = K.layers.LSTMCell(units)
-            self.lstm_rnn = K.layers.RNN(self.lstm_cell, return_state=True)
+            self.lstm_rnn = K.layers.RNN(self.lstm_cell, return_state=True, name="lstm_rnn")
             self.dense = K.layers.Dense(2)
 
         def call(self, inputs, training=None):

@@ -1,0 +1,420 @@
+"""The edges of how a copy is made, each from a pattern that real models use and that once broke the retrofit.
+
+Layers whose config holds live objects (copied as saving copies them), recurrent
+layers inside wrappers (`TimeDistributed`: saved, reloaded, removed, their
+variable paths and keys kept), a self-check that makes a probe batch the model
+accepts or says in one line why it cannot, vocabularies with any term, and
+subclassed models of several inputs or holding models of several arguments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import BACKEND, assert_same_weights, snapshot, to_numpy
+
+import rnn_state_rewriter as rsr
+from rnn_state_rewriter.check import probe_batch
+from rnn_state_rewriter.rewrite import retrofit
+
+
+def same(a, b) -> float:
+    return float(np.abs(to_numpy(a) - to_numpy(b)).max())
+
+
+def predict(model, x):
+    return model.predict(x, verbose=0)
+
+
+# ----------------------------------------------------------------------------
+# A layer whose config holds a live object
+# ----------------------------------------------------------------------------
+
+
+def spec_gru_classes(K):
+    """A GRU whose `get_config()` returns its wiring object under `units`, as neural-circuit-policy layers do."""
+
+    class Spec:
+        def __init__(self, n):
+            self.n = n
+
+        def get_config(self):
+            return {"n": self.n}
+
+        @classmethod
+        def from_config(cls, config):
+            return cls(**config)
+
+    class SpecGRU(K.layers.GRU):
+        def __init__(self, units, **kwargs):
+            self.spec = units if isinstance(units, Spec) else Spec(units)
+            super().__init__(self.spec.n, **kwargs)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.spec}  # the live object
+
+        @classmethod
+        def from_config(cls, config):  # expects the serialized form that saving passes
+            config = dict(config)
+            units = config.pop("units")
+            return cls(Spec.from_config(units["config"]), **config)
+
+    register = K.saving.register_keras_serializable("rsr_test_edges")
+    return register(Spec), register(SpecGRU)
+
+
+def test_a_layer_whose_config_holds_a_live_object_is_copied_as_saving_copies_it(K, tmp_path):
+    Spec, SpecGRU = spec_gru_classes(K)
+    model = K.Sequential([K.Input((None, 2)), SpecGRU(Spec(4), name="g"), K.layers.Dense(1)])
+    x = np.random.default_rng(0).normal(size=(3, 5, 2)).astype("float32")
+    before = snapshot(model)
+
+    new_model = rsr.add_trainable_initial_states(model)
+
+    assert same(predict(model, x), predict(new_model, x)) < 1e-6
+    assert isinstance(new_model.get_layer("g"), SpecGRU) and new_model.get_layer("g").spec.n == 4
+    assert list(rsr.initial_states(new_model)) == ["g"]
+    new_model.compile("adam", "mse")
+    new_model.fit(x, np.ones((3, 1)), verbose=0)
+    assert_same_weights(before, snapshot(model))
+    path = str(tmp_path / "spec.keras")
+    new_model.save(path)
+    assert same(predict(new_model, x), predict(K.models.load_model(path), x)) < 1e-6
+
+
+def test_a_layer_that_cannot_be_rebuilt_says_what_failed_in_savings_route(K):
+    class Broken(K.layers.GRU):
+        @classmethod
+        def from_config(cls, config):
+            raise RuntimeError("the wiring is missing")
+
+    model = K.Sequential([K.Input((None, 2)), Broken(3, name="broken")])
+    with pytest.raises(TypeError, match=r"(?s)'broken'.*serialize_keras_object.*the wiring is missing"):
+        rsr.add_trainable_initial_states(model)
+
+
+# ----------------------------------------------------------------------------
+# Recurrent layers inside wrappers
+# ----------------------------------------------------------------------------
+
+
+def hierarchical_model(K):
+    """The classic hierarchical RNN: a GRU over the words of each sentence, an LSTM over the sentences."""
+    inputs = K.Input((3, 5, 2))
+    x = K.layers.TimeDistributed(K.layers.GRU(4, name="gru"), name="time_distributed")(inputs)
+    outputs = K.layers.Dense(1)(K.layers.LSTM(3, name="lstm")(x))
+    return K.Model(inputs, outputs)
+
+
+def test_a_recurrent_layer_inside_time_distributed_gets_a_state_keyed_by_its_keras_path(K, is_keras3):
+    model = hierarchical_model(K)
+    x = np.random.default_rng(1).normal(size=(2, 3, 5, 2)).astype("float32")
+
+    new_model = rsr.add_trainable_initial_states(model)
+
+    assert same(predict(model, x), predict(new_model, x)) < 1e-6
+    assert sorted(rsr.initial_states(new_model)) == ["lstm", "time_distributed/gru"]
+    plan = {d.path: d.route for d in rsr.plan_trainable_initial_states(model)}
+    assert plan == {"lstm": "graph", "time_distributed/gru": "surgery"}
+    assert type(new_model.get_layer("time_distributed")) is K.layers.TimeDistributed  # saved as itself
+    selected = rsr.add_trainable_initial_states(model, layers=["time_distributed/gru"])
+    assert list(rsr.initial_states(selected)) == ["time_distributed/gru"]
+    if is_keras3:  # variable paths, which a LayoutMap or weight loading keys on, are kept
+        old = [v.path for v in model.weights]
+        new = [v.path for v in new_model.weights]
+        assert set(old) <= set(new)
+        assert sorted(set(new) - set(old)) == [
+            "lstm_initial_state/initial_state_0",
+            "lstm_initial_state/initial_state_1",
+            "time_distributed/gru/initial_state_0",
+        ]
+
+
+@pytest.mark.parametrize("extension", [".keras", ".h5"])
+def test_a_time_distributed_rnn_saves_reloads_trains_and_is_removed(K, is_keras3, extension, tmp_path):
+    if is_keras3 and extension == ".h5":
+        pytest.skip("Keras 3 writes whole models to .keras only")
+    model = hierarchical_model(K)
+    x = np.random.default_rng(2).normal(size=(2, 3, 5, 2)).astype("float32")
+    new_model = rsr.add_trainable_initial_states(model, initializer="random_normal")
+    path = str(tmp_path / f"td{extension}")
+    new_model.save(path)
+
+    reloaded = K.models.load_model(path)
+
+    assert same(predict(new_model, x), predict(reloaded, x)) < 1e-6
+    for name, states in rsr.initial_states(new_model).items():
+        for a, b in zip(states, rsr.initial_states(reloaded)[name], strict=True):
+            np.testing.assert_array_equal(a, b)
+    reloaded.compile("adam", "mse")
+    reloaded.fit(x, np.ones((2, 1)), verbose=0)
+    plain = rsr.remove_trainable_initial_states(new_model)
+    assert same(predict(model, x), predict(plain, x)) < 1e-6
+    assert [type(layer).__name__ for layer in plain.layers] == [type(layer).__name__ for layer in model.layers]
+    assert type(plain.get_layer("time_distributed").layer) is K.layers.GRU
+    if is_keras3:
+        assert [v.path for v in plain.weights] == [v.path for v in model.weights]
+
+
+def test_a_time_distributed_submodel_without_recurrent_layers_is_left_as_it_is(K):
+    """rnnmorph's tagger: a `TimeDistributed` around a Functional model of Dense layers, then a Bidirectional LSTM."""
+    chars = K.Input((4,), name="chars")
+    char_model = K.Model(chars, K.layers.Dense(3, name="dense")(chars), name="char_model")
+    inputs = K.Input((6, 4))
+    x = K.layers.TimeDistributed(char_model, name="per_word")(inputs)
+    model = K.Model(inputs, K.layers.Bidirectional(K.layers.LSTM(2), name="bilstm")(x))
+    x = np.random.default_rng(3).normal(size=(2, 6, 4)).astype("float32")
+
+    new_model = rsr.add_trainable_initial_states(model)
+
+    assert same(predict(model, x), predict(new_model, x)) < 1e-6
+    assert list(rsr.initial_states(new_model)) == ["bilstm"]
+
+
+def test_a_recurrent_layer_in_a_custom_layer_is_keyed_by_keras_names_not_attributes(K):
+    class Block(K.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.rnn_part = K.layers.LSTM(3, name="inner_lstm")
+
+        def call(self, x):
+            return self.rnn_part(x)
+
+        def get_config(self):
+            return super().get_config()
+
+    K.saving.register_keras_serializable("rsr_test_edges")(Block)
+    inputs = K.Input((5, 2))
+    model = K.Model(inputs, Block(name="block")(inputs))
+    new_model = rsr.add_trainable_initial_states(model)
+    assert list(rsr.initial_states(new_model)) == ["block/inner_lstm"]
+    assert [d.path for d in rsr.plan_trainable_initial_states(model)] == ["block/inner_lstm"]
+
+
+# ----------------------------------------------------------------------------
+# The self-check's probe batch
+# ----------------------------------------------------------------------------
+
+
+def scale_layer(K):
+    """A custom layer (textgenrnn's attention stands for it): the retrofit of a model holding it is checked."""
+
+    class Scale(K.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="w")
+
+        def call(self, x):
+            return x * self.w
+
+    return Scale()
+
+
+def test_a_float_input_feeding_an_embedding_gets_ids_in_range(K, is_keras3):
+    inputs = K.Input((10,), name="input")  # floats, as textgenrnn's model takes its character ids
+    x = K.layers.Embedding(465, 8, name="embedding")(K.layers.Reshape((10,))(inputs))
+    x = K.layers.GlobalAveragePooling1D()(scale_layer(K)(K.layers.LSTM(5, return_sequences=True)(x)))
+    model = K.Model(inputs, K.layers.Dense(3)(x))
+    from rnn_state_rewriter._adapter import adapter_for
+
+    for seed in range(5):
+        batch = probe_batch(adapter_for(model), model, seed=seed)
+        assert batch.dtype == np.float32 and np.all(batch == np.round(batch))
+        assert 0 <= batch.min() and batch.max() < 10
+
+    new_model, probe = retrofit(model)  # checked: it holds a custom layer
+    assert probe.max_change < 1e-5
+
+
+def ctc_training_model(K, is_keras3):
+    """The classic OCR example's training model: the CTC loss computed in a `Lambda` from label and length inputs."""
+    images = K.Input((12, 8), name="image")
+    labels = K.Input((5,), name="label")
+    input_length = K.Input((1,), dtype="int64", name="input_length")
+    label_length = K.Input((1,), dtype="int64", name="label_length")
+    y = K.layers.Dense(4, activation="softmax")(K.layers.GRU(6, return_sequences=True, name="gru")(images))
+
+    if is_keras3:
+
+        def ctc_lambda_func(args):
+            y_pred, labels, input_length, label_length = args
+            lengths = K.ops.squeeze(label_length, -1), K.ops.squeeze(input_length, -1)
+            return K.ops.expand_dims(K.ops.ctc_loss(labels, y_pred, *lengths), -1)
+
+    else:
+
+        def ctc_lambda_func(args):
+            y_pred, labels, input_length, label_length = args
+            return K.backend.ctc_batch_cost(labels, y_pred, input_length, label_length)
+
+    loss = K.layers.Lambda(ctc_lambda_func, output_shape=(1,), name="ctc")([y, labels, input_length, label_length])
+    return K.Model([images, labels, input_length, label_length], loss), ctc_lambda_func
+
+
+def test_a_ctc_loss_in_a_lambda_retrofits_in_one_line(K, is_keras3):
+    model, function = ctc_training_model(K, is_keras3)
+    rng = np.random.default_rng(4)
+    batch = [
+        rng.normal(size=(2, 12, 8)).astype("float32"),
+        rng.integers(1, 3, size=(2, 5)).astype("float32"),  # no blank: 0 in Keras 3, the last class in tf-keras
+        np.full((2, 1), 12, "int64"),
+        np.full((2, 1), 5, "int64"),
+    ]
+
+    new_model, probe = retrofit(model)
+
+    assert probe is None  # vouched for: the copy's Lambda holds the same live function
+    assert new_model.get_layer("ctc").function is function
+    assert same(predict(model, batch), predict(new_model, batch)) < 1e-5
+
+
+def picky_layer(K, is_keras3):
+    """A layer that refuses every real batch (its shape is known without running it)."""
+    import_tf = None if is_keras3 else __import__("tensorflow")
+
+    class Picky(K.layers.Layer):
+        def call(self, x):
+            if is_keras3 or import_tf.executing_eagerly():
+                raise ValueError("labels longer than the sequence")
+            return x
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    return Picky(name="picky")
+
+
+def test_an_original_that_fails_on_the_probe_batch_is_said_in_one_line(K, is_keras3):
+    inputs = K.Input((5, 2))
+    model = K.Model(inputs, picky_layer(K, is_keras3)(K.layers.LSTM(3, return_sequences=True)(inputs)))
+    with pytest.raises(ValueError) as raised:
+        rsr.add_trainable_initial_states(model)
+    message = str(raised.value)
+    assert "\n" not in message and raised.value.__cause__ is None
+    assert "could not run the original model" in message and "labels longer than the sequence" in message
+    assert "`sample=`" in message and "`check=False`" in message
+    assert rsr.initial_states(rsr.add_trainable_initial_states(model, check=False)) != {}
+
+
+# ----------------------------------------------------------------------------
+# Vocabularies
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer_kind", ["StringLookup", "TextVectorization"])
+def test_a_vocabulary_with_any_term_is_copied_in_memory(K, layer_kind):
+    tf = pytest.importorskip("tensorflow", reason="Keras' lookup layers run on tf.data")
+    if layer_kind == "StringLookup":
+        text = list("ab\ncd e\u00e9\n\n xy") + [""]
+        lookup = K.layers.StringLookup(name="lookup")
+        lookup.adapt(tf.constant(text))
+        inputs = K.Input((None,), dtype="string")
+        batch = tf.constant([list("ab\ncd"), ["\n", "\n", " ", "", "\u00e9"]])
+    else:
+
+        def split(text):  # on spaces only: terms keep their newlines
+            return tf.strings.split(text, sep=" ")
+
+        lookup = K.layers.TextVectorization(max_tokens=20, name="lookup", standardize=None, split=split)
+        lookup.adapt(["hello w\u00f6rld", "a b c\nd", "x\ny"])
+        inputs = K.Input((), dtype="string")
+        batch = tf.constant(["hello c\nd", "a w\u00f6rld"])
+    x = K.layers.Embedding(32, 4)(lookup(inputs))
+    model = K.Model(inputs, K.layers.GRU(3, name="gru")(x))
+    assert any("\n" in str(term) for term in lookup.get_vocabulary())
+
+    new_model = rsr.add_trainable_initial_states(model)
+
+    assert new_model.get_layer("lookup").get_vocabulary() == lookup.get_vocabulary()
+    assert same(model(batch), new_model(batch)) < 1e-6
+
+
+# ----------------------------------------------------------------------------
+# Subclassed models of several inputs, holding models of several arguments
+# ----------------------------------------------------------------------------
+
+
+def captioning_decoder(K, is_keras3):
+    """The image captioning tutorial's decoder, one input `(features, tokens)`, holding a two-argument attention."""
+    ops = K.ops if is_keras3 else __import__("tensorflow")
+
+    def total(x, axis):
+        return ops.sum(x, axis=axis) if is_keras3 else ops.reduce_sum(x, axis=axis)
+
+    class BahdanauAttention(K.Model):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.W1, self.W2, self.V = K.layers.Dense(units), K.layers.Dense(units), K.layers.Dense(1)
+
+        def call(self, features, hidden):
+            score = self.V(K.activations.tanh(self.W1(features) + self.W2(ops.expand_dims(hidden, 1))))
+            weights = K.activations.softmax(score, axis=1)
+            return total(weights * features, 1), weights
+
+    class Decoder(K.Model):
+        def __init__(self, units=6, vocab_size=20, **kwargs):
+            super().__init__(**kwargs)
+            self.units, self.vocab_size = units, vocab_size
+            self.embedding = K.layers.Embedding(vocab_size, 8)
+            self.gru = K.layers.GRU(units, return_sequences=True, return_state=True)
+            self.fc = K.layers.Dense(vocab_size)
+            self.attention = BahdanauAttention(units)
+
+        def call(self, inputs):
+            features, tokens = inputs
+            context, _ = self.attention(features, features[:, 0, : self.units] * 0.0)
+            output, _ = self.gru(self.embedding(tokens))
+            return self.fc(output + ops.expand_dims(context, 1))
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units, "vocab_size": self.vocab_size}
+
+    return Decoder()
+
+
+def test_a_subclassed_model_of_two_inputs_holding_a_two_argument_model_retrofits_in_one_line(K, is_keras3):
+    decoder = captioning_decoder(K, is_keras3)
+    rng = np.random.default_rng(5)
+    batch = (rng.normal(size=(2, 5, 6)).astype("float32"), rng.integers(0, 20, size=(2, 7)).astype("int32"))
+    expected = decoder(batch)
+    before = snapshot(decoder)
+
+    new_model, probe = retrofit(decoder)  # no `sample=`: the shapes it was built on make the probe batch
+
+    assert probe is not None and probe.max_change < 1e-5
+    assert same(expected, new_model(batch)) < 1e-6
+    assert list(rsr.initial_states(new_model)) == ["gru"]
+    assert_same_weights(before, snapshot(decoder))
+
+
+def test_a_model_whose_call_takes_several_arguments_takes_them_as_a_tuple_sample(K, is_keras3):
+    class Decoder(K.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.gru = K.layers.GRU(4, return_sequences=True, name="gru")
+            self.dense = K.layers.Dense(4)
+
+        def call(self, tokens, features, hidden):
+            return self.gru(tokens) + self.dense(features)[:, None, :] + hidden[:, None, :]
+
+    decoder = Decoder()
+    rng = np.random.default_rng(6)
+    args = tuple(rng.normal(size=shape).astype("float32") for shape in [(2, 3, 2), (2, 5), (2, 4)])
+    expected = decoder(*args)
+
+    with pytest.raises(ValueError, match=r"3 arguments of its `call`.*`sample=`"):
+        rsr.add_trainable_initial_states(decoder)
+    new_model, probe = retrofit(decoder, sample=args)
+    assert probe.max_change < 1e-5
+    assert same(expected, new_model(*args)) < 1e-6
+    unchecked = rsr.add_trainable_initial_states(decoder, check=False)
+    assert same(expected, unchecked(*args)) < 1e-6
+
+
+@pytest.mark.skipif(BACKEND == "numpy", reason="no backend")
+def test_the_probe_of_a_subclassed_model_is_nested_as_its_inputs(K, is_keras3):
+    decoder = captioning_decoder(K, is_keras3)
+    decoder((np.zeros((1, 5, 6), "float32"), np.zeros((1, 7), "int32")))
+    from rnn_state_rewriter._adapter import adapter_for
+
+    features, tokens = probe_batch(adapter_for(decoder), decoder)
+    assert features.shape[1:] == (5, 6) and tokens.shape[1:] == (7,)
