@@ -219,6 +219,10 @@ class Adapter(Protocol):
         """Builds a wrapper put where `layer` was, its new variables beside the layer's in variable paths."""
         ...
 
+    def scope_of(self, layer: Any) -> Any:
+        """A context manager: the name scopes `layer` was built in, so a clone built inside gets its paths."""
+        ...
+
     def rename(self, layer: Any, name: str) -> None:
         """Gives an unbuilt layer another name, which its variables take when it is built."""
         ...

@@ -82,6 +82,7 @@ __all__ = [
     "remembering_class",
     "build_like",
     "build_in_place_of",
+    "scope_of",
     "rename",
     "sublayers",
     "RUNTIME_MASKS",
@@ -448,11 +449,19 @@ def build_like(copy: Any, model: Any) -> None:
 def build_in_place_of(wrapper: Any, layer: Any) -> None:
     """Builds a wrapper put where `layer` was, so that its new variables sit beside the layer's in variable
     paths (`time_distributed/gru/initial_state_0` beside `time_distributed/gru/gru_cell/kernel`)."""
+    with scope_of(layer):
+        wrapper.build(None)
+
+
+@contextlib.contextmanager
+def scope_of(layer: Any) -> Iterator[None]:
+    """The name scopes `layer` was built in: a layer built inside them has variables at the same paths
+    (`sequential/lstm/lstm_cell/kernel` for the LSTM of a Sequential model)."""
     parents = (getattr(layer, "path", None) or "").split("/")[:-1]
     with contextlib.ExitStack() as scopes:
         for name in parents:
             scopes.enter_context(keras.name_scope(name))
-        wrapper.build(None)
+        yield
 
 
 def rename(layer: Any, name: str) -> None:

@@ -12,6 +12,7 @@ already), so that nothing else imports `tf_keras` or TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -86,6 +87,7 @@ __all__ = [
     "remembering_class",
     "build_like",
     "build_in_place_of",
+    "scope_of",
     "rename",
     "sublayers",
     "RUNTIME_MASKS",
@@ -489,6 +491,11 @@ def build_like(copy: Any, model: Any) -> None:
 def build_in_place_of(wrapper: Any, layer: Any) -> None:
     """Builds a wrapper put where `layer` was (tf-keras names variables by their layer alone)."""
     wrapper.build(None)
+
+
+def scope_of(layer: Any) -> Any:
+    """Nothing to enter: tf-keras names variables by their layer alone."""
+    return contextlib.nullcontext()
 
 
 def rename(layer: Any, name: str) -> None:

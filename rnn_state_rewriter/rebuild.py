@@ -72,7 +72,7 @@ class GraphRebuild:
     `calls(graph)` gives the calls of a graph model in graph order (the plan's,
     for a retrofit). `on_call(site)` returns the outputs of the call in the new
     graph (None for a dropped layer). `substitute(layer)` names the layer whose clone replaces
-    `layer` (None to drop it); `prepare(clone)` is run on each new clone before it is built.
+    `layer` (None to drop it); `prepare(layer, clone)` is run on each new clone before it is built.
     Every layer is cloned once, before anything is
     built, so a layer that cannot be cloned is refused first and shared layers
     stay shared; nested models are rebuilt recursively; the weights are copied
@@ -86,7 +86,7 @@ class GraphRebuild:
         on_call: Callable[[Site], Any],
         substitute: Callable[[Any], Any] = lambda layer: layer,
         skip: Callable[[Any], bool] | None = None,
-        prepare: Callable[[Any], Any] | None = None,
+        prepare: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         self.adapter = adapter
         self.prepare = prepare
@@ -145,7 +145,8 @@ class GraphRebuild:
             new_args = adapter.map_tensors(lookup, args)
             new_kwargs = adapter.map_tensors(lookup, kwargs)
             site = Site(layer, self.clone(layer, path), args, kwargs, new_args, new_kwargs, path, call.decision)
-            result = self.on_call(site)
+            with adapter.scope_of(layer):  # a clone built here gets the variable paths of the original
+                result = self.on_call(site)
             if result is not None:
                 for old, new in zip(call.outputs, adapter.flatten_tensors(result), strict=True):
                     tensors[id(old)] = new
@@ -170,7 +171,7 @@ class GraphRebuild:
         """A clone of a layer or a Keras 3 operation; one without variables may come back as itself."""
         clone = clone_layer(self.adapter, layer, path)
         if clone is not layer and self.prepare is not None:
-            self.prepare(clone)
+            self.prepare(layer, clone)
         if clone is not layer and isinstance(layer, self.adapter.keras_api.layers.Layer):
             self.restore.extend(_swap_initializers(clone, self.adapter))
             self.pairs.append((layer, clone))

@@ -104,9 +104,10 @@ def add_trainable_initial_states(
     learned state, carries its state from batch to batch as before, and
     returns to the learned state on reset (`reset_states(model)`, the
     wrapper's `reset_state()`, tf-keras' `model.reset_states()`).
-    Recurrent layers the graph does not show (held by a subclassed model or a
-    custom layer, at any depth) are replaced in the copy by a
-    `TrainableInitialStateRNN` around their copied weights, whose
+    Recurrent layers the graph does not show (held by a subclassed model, a
+    custom layer or a wrapper such as `TimeDistributed`, at any depth) are
+    replaced in the copy by a `TrainableInitialStateRNN` around their copied
+    weights, named as they were, whose
     `get_initial_state` gives the learned state and which keeps an
     `initial_state` its caller passes. Left alone: call sites that already pass
     `initial_state` (a decoder fed by its encoder, or a layer already rewritten,
@@ -120,19 +121,23 @@ def add_trainable_initial_states(
     The maps start at zero, so the retrofit still predicts what the original
     predicts; `context_maps` reads them.
 
-    Every layer is cloned through its own class, with the custom classes and
-    functions the model holds in scope: no registration is needed. Its whole
-    state is copied as Keras' own saving keeps it: variables, what
-    `save_own_variables` saves (an adapted `Normalization`'s statistics), and
-    assets (a lookup layer's vocabulary). A subclassed model is copied from its
-    config, as Keras' `clone_model` copies it.
+    Every layer is rebuilt as Keras' own saving rebuilds it (its config
+    serialized, then its class's `from_config`), with the custom classes and
+    functions the model holds in scope: no registration is needed. Every
+    variable keeps its path. Its whole state is copied as Keras' own saving
+    keeps it: variables, what `save_own_variables` saves (an adapted
+    `Normalization`'s statistics), and a lookup layer's vocabulary (in memory:
+    any term). A subclassed model is copied from its config, as Keras'
+    `clone_model` copies it, its sublayers named as the original's.
 
     The copy checks itself where its construction cannot vouch for it (a
-    subclassed model, a custom layer, a `Lambda`, a layer whose state is more
-    than its variables): it runs the original and the copy, with the new
-    states at zero, on a small probe batch made from the input specs (or on
-    `sample`), and raises `RetrofitMismatchError` naming the first layer
-    whose outputs differ rather than return a model that predicts otherwise.
+    subclassed model, a custom layer, a layer whose state is more than its
+    variables; not a `Lambda`, whose copy holds the same function): it runs
+    the original and the copy, with the new states at zero, on a small probe
+    batch made from the input specs or the shapes a subclassed model was
+    built on (or on `sample`), and raises `RetrofitMismatchError` naming the
+    first layer whose outputs differ rather than return a model that predicts
+    otherwise.
     A model of built-in layers whose whole state is their variables is exact
     by construction and is not run unless `check=True`. A layer
     that cannot be rebuilt from its config is reused by the copy if it owns no
@@ -145,8 +150,8 @@ def add_trainable_initial_states(
         model: a built Keras model, `keras` or `tf_keras`: Functional,
             Sequential or subclassed.
         layers: which recurrent layers to rewrite: None for all, a list of
-            names (`"lstm"`, or `"submodel/lstm"`) or classes, or a predicate
-            `layer -> bool`.
+            names (`"lstm"`, or paths of Keras names: `"submodel/lstm"`,
+            `"time_distributed/gru"`) or classes, or a predicate `layer -> bool`.
         initializer: initializer of the states: one for all, or a list with one
             per state (it must match every selected layer's number of states).
         regularizer: regularizer of the states, one or a list.
@@ -163,7 +168,8 @@ def add_trainable_initial_states(
             on a probe batch where the construction cannot vouch for the copy;
             True to compare always; False never.
         sample: inputs for that comparison (a small batch, nested as the
-            model's inputs); None to make one from the input specs.
+            model's inputs; a tuple of the arguments of a subclassed model's
+            `call` where it takes several); None to make one.
         in_place: for a subclassed model that cannot be copied from its
             config: retrofit the model itself (checked against its outputs
             before the change) and return it.
@@ -187,7 +193,9 @@ def add_trainable_initial_states(
             does not reach (inside submodels or custom layers).
         RetrofitMismatchError: (a `ValueError`) if the copy does not predict
             what the original predicts; its `layer` names the first layer
-            whose outputs differ.
+            whose outputs differ. A plain `ValueError`, in one line naming
+            `sample=` and `check=False`, if the original cannot run on the
+            probe batch.
 
     Example:
 
@@ -501,27 +509,33 @@ def remove_trainable_initial_states(model: Any) -> Any:
             site = dataclasses.replace(site, args=args, kwargs=kwargs)
         return site.call_plain(adapter)
 
+    def unwrap(layer: Any, original: Any = None) -> None:
+        """Unwraps what `layer` holds; a graph submodel is removed from `original`'s at the same place."""
+        if is_graph_model(adapter, layer) or adapter.recurrent_kind(layer) is not None:
+            return
+        held = {site.path: site.layer for site in surgery.find_sites(adapter, original)} if original else {}
+        surgery.unwrap_all(
+            adapter, layer, lambda site: remove_trainable_initial_states(held.get(site.path, site.layer))
+        )
+
     if not is_graph_model(adapter, model):
-        new_model = copy_subclassed(adapter, model, lambda: probe_batch(adapter, model), skip=_is_wrapper(adapter))
-        surgery.unwrap_all(adapter, new_model, remove_trainable_initial_states)
+        new_model = copy_subclassed(adapter, model, lambda: probe_batch(adapter, model), skip=_is_added(adapter))
+        unwrap(new_model, model)
         compile_like(adapter, new_model, model)
         return new_model
 
     def calls(graph: Any) -> list[PlannedCall]:
         return [PlannedCall(*call, None) for call in adapter.call_sites(graph)]
 
-    def unwrap(layer: Any) -> None:
-        if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
-            surgery.unwrap_all(adapter, layer, remove_trainable_initial_states)
-
-    def unwrap_carried(clone: Any) -> None:
+    def unwrap_carried(layer: Any, clone: Any) -> None:
         if not surgery.is_pending(clone):
-            unwrap(clone)
+            unwrap(clone, layer)
 
     # Wrappers a clone's config carries (a `TimeDistributed`'s) go before it is built, so that the layers
-    # they wrapped are built in their place, with their variable paths; those a clone puts back once
-    # built (`surgery.Remembers`) go after.
-    rebuild = GraphRebuild(adapter, calls, on_call, substitute, skip=_is_wrapper(adapter), prepare=unwrap_carried)
+    # they wrapped are built in their place, with their variable paths (a graph submodel there is removed
+    # from the original's, built where it was); those a clone puts back once built (`surgery.Remembers`)
+    # go after.
+    rebuild = GraphRebuild(adapter, calls, on_call, substitute, skip=_is_added(adapter), prepare=unwrap_carried)
     new_model = rebuild(model)
     for _, layer in layers_in_tree(adapter, new_model):
         unwrap(layer)
@@ -529,8 +543,12 @@ def remove_trainable_initial_states(model: Any) -> Any:
     return new_model
 
 
-def _is_wrapper(adapter: Adapter) -> Callable[[Any], bool]:
-    return lambda layer: adapter.recurrent_kind(layer) == "trainable"
+def _is_added(adapter: Adapter) -> Callable[[Any], bool]:
+    """Whether a layer is one the retrofit added (a wrapper, a state layer, a mask), which a removal drops."""
+    return lambda layer: (
+        isinstance(layer, (adapter.TrainableInitialState, SequenceMask))
+        or (adapter.recurrent_kind(layer) == "trainable")
+    )
 
 
 def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
@@ -542,8 +560,9 @@ def initial_states(model: Any) -> dict[str, list[np.ndarray]]:
             `TrainableInitialStateRNN` wrappers), `keras` or `tf_keras`.
 
     Returns:
-        A dict keyed by the recurrent layer's name (prefixed `submodel/` when
-        nested), each value a list with one array per state (flattened for
+        A dict keyed by the recurrent layer's path of Keras names, as in its
+        variable paths (`lstm`, `submodel/lstm`, `time_distributed/gru`,
+        `my_layer/gru`), each value a list with one array per state (flattened for
         stacked cells, forward then backward for `Bidirectional`), without the
         batch axis. States conditioned on a context add its map to these
         (`context_maps`).

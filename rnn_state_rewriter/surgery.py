@@ -159,17 +159,17 @@ def replace(adapter: Adapter, sites: list[Site], new_for: Callable[[Site], Any])
     return changed
 
 
-def unwrap_all(adapter: Adapter, root: Any, graph: Callable[[Any], Any]) -> int:
+def unwrap_all(adapter: Adapter, root: Any, graph: Callable[[Site], Any]) -> int:
     """Replaces every `TrainableInitialStateRNN` that `root`'s attributes reach by the layer it wraps.
 
-    A graph submodel held by an attribute is replaced by `graph(submodel)`
-    (the graph rewrite's removal).
+    A graph submodel held by an attribute is replaced by `graph(site)` (the
+    graph rewrite's removal of the submodel at that site).
     """
 
     def plain(site: Site) -> Any:
         if adapter.recurrent_kind(site.layer) == "trainable":
             return site.layer.layer
-        return graph(site.layer) if _is_graph_model(adapter, site.layer) else None
+        return graph(site) if _is_graph_model(adapter, site.layer) else None
 
     changed = replace(adapter, find_sites(adapter, root), plain)
     if isinstance(root, Remembers):  # nothing left to remember: the object saves as its own class again

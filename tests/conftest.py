@@ -250,7 +250,7 @@ def subclassed_model(K):
     class Net(K.Model):
         def __init__(self):
             super().__init__()
-            self.rnn = K.layers.LSTM(3)
+            self.rnn = K.layers.LSTM(3, name="rnn")
 
         def call(self, x):
             return self.rnn(x)

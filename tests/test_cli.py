@@ -510,7 +510,7 @@ def test_add_reaches_recurrent_layers_inside_custom_layers_and_the_file_keeps_th
     class Block(keras.layers.Layer):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.lstm = keras.layers.LSTM(2)
+            self.lstm = keras.layers.LSTM(2, name="lstm")
 
         def call(self, inputs):
             return self.lstm(inputs)
@@ -533,7 +533,7 @@ def test_inspect_reads_a_file_with_a_custom_layer_retrofitted_by_surgery(tmp_pat
         "class Block(keras.layers.Layer):\n"
         "    def __init__(self, **kwargs):\n"
         "        super().__init__(**kwargs)\n"
-        "        self.lstm = keras.layers.LSTM(2)\n\n"
+        "        self.lstm = keras.layers.LSTM(2, name='lstm')\n\n"
         "    def call(self, inputs):\n"
         "        return self.lstm(inputs)\n"
     )

@@ -156,6 +156,29 @@ def test_a_time_distributed_rnn_saves_reloads_trains_and_is_removed(K, is_keras3
         assert [v.path for v in plain.weights] == [v.path for v in model.weights]
 
 
+@pytest.mark.parametrize("nesting", ["sequential", "nested_sequential", "time_distributed_sequential"])
+def test_every_variable_keeps_its_path_through_the_retrofit_and_its_removal(K, is_keras3, nesting):
+    if not is_keras3:
+        pytest.skip("tf-keras names variables by their layer alone")
+    inner = K.Sequential([K.Input((5, 2)), K.layers.LSTM(3, name="inner")], name="sub")
+    if nesting == "sequential":
+        model = K.Sequential([K.Input((5, 2)), K.layers.Bidirectional(K.layers.GRU(2), name="bi")], name="seq")
+    elif nesting == "nested_sequential":
+        inputs = K.Input((5, 2))
+        model = K.Model(inputs, K.layers.Dense(1)(inner(inputs)))
+    else:
+        inputs = K.Input((3, 5, 2))
+        model = K.Model(inputs, K.layers.TimeDistributed(inner, name="td")(inputs))
+    paths = [v.path for v in model.weights]
+
+    new_model = rsr.add_trainable_initial_states(model)
+
+    assert set(paths) <= {v.path for v in new_model.weights}
+    added = {v.path for v in new_model.weights} - set(paths)
+    assert all(path.rsplit("/", 1)[-1].startswith("initial_state_") for path in added), added
+    assert [v.path for v in rsr.remove_trainable_initial_states(new_model).weights] == paths
+
+
 def test_a_time_distributed_submodel_without_recurrent_layers_is_left_as_it_is(K):
     """rnnmorph's tagger: a `TimeDistributed` around a Functional model of Dense layers, then a Bidirectional LSTM."""
     chars = K.Input((4,), name="chars")
@@ -301,8 +324,10 @@ def test_an_original_that_fails_on_the_probe_batch_is_said_in_one_line(K, is_ker
 
 
 @pytest.mark.parametrize("layer_kind", ["StringLookup", "TextVectorization"])
-def test_a_vocabulary_with_any_term_is_copied_in_memory(K, layer_kind):
+def test_a_vocabulary_with_any_term_is_copied_in_memory(K, is_keras3, layer_kind):
     tf = pytest.importorskip("tensorflow", reason="Keras' lookup layers run on tf.data")
+    if is_keras3 and BACKEND != "tensorflow":
+        pytest.skip("string inputs need Keras 3's TensorFlow backend")
     if layer_kind == "StringLookup":
         text = list("ab\ncd e\u00e9\n\n xy") + [""]
         lookup = K.layers.StringLookup(name="lookup")
@@ -355,7 +380,7 @@ def captioning_decoder(K, is_keras3):
             super().__init__(**kwargs)
             self.units, self.vocab_size = units, vocab_size
             self.embedding = K.layers.Embedding(vocab_size, 8)
-            self.gru = K.layers.GRU(units, return_sequences=True, return_state=True)
+            self.gru = K.layers.GRU(units, return_sequences=True, return_state=True, name="gru")
             self.fc = K.layers.Dense(vocab_size)
             self.attention = BahdanauAttention(units)
 

@@ -343,7 +343,7 @@ def test_recurrent_layers_in_an_uncopyable_subclassed_submodel_are_named_with_th
     inputs = K.Input((4, 3))
     outer = K.Model(inputs, subclassed_model(K)(inputs))
     net = outer.layers[-1]
-    with pytest.raises(TypeError, match=f"{net.name}/lstm.*cannot get learned states until it can be copied"):
+    with pytest.raises(TypeError, match=f"{net.name}/rnn.*cannot get learned states until it can be copied"):
         rsr.add_trainable_initial_states(outer)
 
 

@@ -181,7 +181,7 @@ def test_stateful_layers_in_a_submodel_and_a_custom_layer_get_learned_states(K):
     class Holder(K.layers.Layer):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.lstm = K.layers.LSTM(2, stateful=True)
+            self.lstm = K.layers.LSTM(2, stateful=True, name="lstm")
 
         def build(self, input_shape):
             self.lstm.build(input_shape)
