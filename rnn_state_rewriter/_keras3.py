@@ -441,9 +441,9 @@ def build_like(copy: Any, model: Any) -> None:
     cannot (a `call` of several arguments: `layer_copy.build_sublayers_like` builds its layers then)."""
     config = model.get_build_config()
     if config:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), scope_of(model), keras.name_scope(copy.name, caller=copy):
             warnings.filterwarnings("ignore", message=".*cannot be built automatically")
-            copy.build_from_config(config)
+            copy.build_from_config(config)  # in the model's name scope, as its first call built it
 
 
 def build_in_place_of(wrapper: Any, layer: Any) -> None:

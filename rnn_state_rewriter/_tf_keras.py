@@ -489,8 +489,10 @@ def build_like(copy: Any, model: Any) -> None:
 
 
 def build_in_place_of(wrapper: Any, layer: Any) -> None:
-    """Builds a wrapper put where `layer` was (tf-keras names variables by their layer alone)."""
-    wrapper.build(None)
+    """Builds a wrapper put where `layer` was, its new variables named under the layer's name
+    (`gru_2/initial_state_0:0`), so that two wrappers in one layer save apart in an `.h5` file."""
+    with tf.name_scope(wrapper.name):
+        wrapper.build(None)
 
 
 def scope_of(layer: Any) -> Any:

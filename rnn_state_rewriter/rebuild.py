@@ -17,7 +17,7 @@ import numpy as np
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter._adapter import Adapter
-from rnn_state_rewriter.layer_copy import clone_layer, copy_weights
+from rnn_state_rewriter.layer_copy import clone_layer, copy_weights, name_sublayers_like
 from rnn_state_rewriter.plan import Decision, PlannedCall, is_graph_model, layers_in_tree
 
 __all__ = ["GraphRebuild", "Site", "MISSING"]
@@ -170,6 +170,8 @@ class GraphRebuild:
     def leaf(self, layer: Any, path: str) -> Any:
         """A clone of a layer or a Keras 3 operation; one without variables may come back as itself."""
         clone = clone_layer(self.adapter, layer, path)
+        if clone is not layer and isinstance(layer, self.adapter.keras_api.layers.Layer):
+            name_sublayers_like(self.adapter, clone, layer)  # a custom layer makes its sublayers anew
         if clone is not layer and self.prepare is not None:
             self.prepare(layer, clone)
         if clone is not layer and isinstance(layer, self.adapter.keras_api.layers.Layer):

@@ -214,13 +214,8 @@ class Remembers:
         base = _registered_class(cls, remembered["base"])
         instance = base.from_config(config)
         adapter = adapter_for(instance)
-        sites = {site.path: site for site in find_sites(adapter, instance)}
-        missing = sorted(set(remembered["wrapped"]) - set(sites))
-        if missing:
-            raise ValueError(
-                f"{base.__name__} '{instance.name}' was saved with trainable initial states at {missing}, "
-                "but the object its config rebuilds holds no recurrent layer there."
-            )
+        if instance.built:  # a layer that makes its recurrent layers in `build` is checked once built
+            _check_sites(adapter, instance, remembered["wrapped"])
         remember(adapter, instance, remembered["wrapped"])
         object.__setattr__(instance, "_rsr_pending", True)
         return instance
@@ -251,11 +246,27 @@ def finish_pending(layer: Any) -> None:
         _wrap_again(layer)
 
 
+def _check_sites(adapter: Adapter, instance: Any, wrapped: dict[str, Any]) -> dict[str, Site]:
+    """The sites of `instance` by place; raises if a remembered place holds no recurrent layer.
+
+    Raises:
+        ValueError: naming the places that hold none.
+    """
+    sites = {site.path: site for site in find_sites(adapter, instance)}
+    missing = sorted(set(wrapped) - set(sites))
+    if missing:
+        raise ValueError(
+            f"{type(instance).__name__} '{instance.name}' was saved with trainable initial states at {missing}, "
+            "but the object its config rebuilds holds no recurrent layer there."
+        )
+    return sites
+
+
 def _wrap_again(instance: Any) -> None:
     from rnn_state_rewriter._adapter import adapter_for
 
     adapter = adapter_for(instance)
-    sites = {site.path: site for site in find_sites(adapter, instance)}
+    sites = _check_sites(adapter, instance, instance._rsr_wrapped)
     for path, options in instance._rsr_wrapped.items():
         site = sites[path]
         wrapper = adapter.TrainableInitialStateRNN(site.layer, name=site.layer.name, **options)

@@ -443,3 +443,84 @@ def test_the_probe_of_a_subclassed_model_is_nested_as_its_inputs(K, is_keras3):
 
     features, tokens = probe_batch(adapter_for(decoder), decoder)
     assert features.shape[1:] == (5, 6) and tokens.shape[1:] == (7,)
+
+
+# ----------------------------------------------------------------------------
+# Custom layers and subclassed models: where their recurrent layers are made, how they are named
+# ----------------------------------------------------------------------------
+
+
+def test_a_custom_layer_making_its_recurrent_layer_in_build_saves_reloads_and_is_removed(K, tmp_path):
+    """keras-lmu's `LMU` makes its recurrent sublayers in `build`, after its config is read back."""
+
+    class Block(K.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units, self.rnn = units, None
+
+        def build(self, input_shape):
+            self.rnn = K.layers.GRU(self.units, name="gru")
+            self.rnn.build(input_shape)
+            super().build(input_shape)
+
+        def call(self, x):
+            return self.rnn(x)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+
+    K.saving.register_keras_serializable("rsr_test_edges", f"BuildBlock_{K.__name__}")(Block)
+    model = K.Sequential([K.Input((5, 3)), Block(4, name="block"), K.layers.Dense(1)])
+    x = np.random.default_rng(7).normal(size=(2, 5, 3)).astype("float32")
+    new_model = rsr.add_trainable_initial_states(model, initializer="ones")
+    path = str(tmp_path / "block.keras")
+    new_model.save(path)
+
+    reloaded = K.models.load_model(path)
+
+    assert same(predict(new_model, x), predict(reloaded, x)) < 1e-6
+    assert list(rsr.initial_states(reloaded)) == ["block/gru"]
+    assert same(predict(model, x), predict(rsr.remove_trainable_initial_states(new_model), x)) < 1e-6
+
+
+def test_two_wrapped_layers_in_one_custom_layer_save_apart(K, is_keras3, tmp_path):
+    class TwoGRU(K.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.a = K.layers.GRU(4, return_sequences=True, name="a")
+            self.b = K.layers.GRU(4, name="b")
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+    K.saving.register_keras_serializable("rsr_test_edges", f"TwoGRU_{K.__name__}")(TwoGRU)
+    model = K.Sequential([K.Input((5, 3)), TwoGRU(name="two"), K.layers.Dense(1)])
+    x = np.random.default_rng(8).normal(size=(2, 5, 3)).astype("float32")
+    new_model = rsr.add_trainable_initial_states(model, initializer="random_normal")
+    names = [v.path if is_keras3 else v.name for v in new_model.weights]
+    assert len(set(names)) == len(names), names
+    for extension in [".keras"] if is_keras3 else [".keras", ".h5"]:
+        path = str(tmp_path / f"two{extension}")
+        new_model.save(path)
+        assert same(predict(new_model, x), predict(K.models.load_model(path), x)) < 1e-6
+
+
+def test_a_subclassed_models_copy_keeps_its_variable_paths(K, is_keras3):
+    if not is_keras3:
+        pytest.skip("tf-keras names variables by their layer alone")
+
+    class Net(K.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.gru, self.dense = K.layers.GRU(3, name="gru"), K.layers.Dense(2, name="dense")
+
+        def call(self, x):
+            return self.dense(self.gru(x))
+
+    net = Net(name="net")
+    net(np.zeros((1, 4, 3), "float32"))
+    paths = [v.path for v in net.weights]
+    new_model = rsr.add_trainable_initial_states(net)
+    assert set(paths) <= {v.path for v in new_model.weights}
+    assert "net/gru/initial_state_0" in {v.path for v in new_model.weights}
+    assert [v.path for v in rsr.remove_trainable_initial_states(new_model).weights] == paths
