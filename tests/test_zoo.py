@@ -271,7 +271,7 @@ def test_time_distributed_around_a_submodel(K, tmp_path):
     clips = K.Input((5, 4, 2))
     x = K.layers.TimeDistributed(frame_encoder, name="per_frame")(clips)
     model = K.Model(clips, K.layers.Dense(1)(K.layers.LSTM(4, name="clip_lstm")(x)))
-    expect = ["clip_lstm", "per_frame/layer/frame_gru"]  # the wrapped submodel, reached through `layer`
+    expect = ["clip_lstm", "per_frame/frames/frame_gru"]  # keys are Keras names: wrapper/submodel/layer
     check_everything(K, model, normal(8, 5, 4, 2), normal(8, 1), tmp_path, expect_states=expect)
 
 
@@ -350,7 +350,7 @@ def block_layer(K):
     class Block(K.layers.Layer):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.lstm = K.layers.LSTM(4)
+            self.lstm = K.layers.LSTM(4, name="lstm")  # keys are Keras names: name the layers keyed on
 
         def call(self, x):
             return self.lstm(x)
