@@ -514,9 +514,14 @@ def remove_trainable_initial_states(model: Any) -> Any:
         if is_graph_model(adapter, layer) or adapter.recurrent_kind(layer) is not None:
             return
         held = {site.path: site.layer for site in surgery.find_sites(adapter, original)} if original else {}
-        surgery.unwrap_all(
-            adapter, layer, lambda site: remove_trainable_initial_states(held.get(site.path, site.layer))
-        )
+
+        def removed(site: surgery.Site) -> Any:  # a graph submodel with nothing added is kept as it was copied
+            submodel = held.get(site.path, site.layer)
+            if not any(_is_added(adapter)(sub) for _, sub in layers_in_tree(adapter, submodel)):
+                return None
+            return remove_trainable_initial_states(submodel)
+
+        surgery.unwrap_all(adapter, layer, removed)
 
     if not is_graph_model(adapter, model):
         new_model = copy_subclassed(adapter, model, lambda: probe_batch(adapter, model), skip=_is_added(adapter))

@@ -26,7 +26,7 @@ import functools
 
 import numpy as np
 from conftest import assert_same_weights, property_settings, release_compiled_code, snapshot, to_numpy
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import rnn_state_rewriter as rsr
@@ -178,11 +178,30 @@ def check_promises(K, model, spec, x, folder):
     np.testing.assert_allclose(to_numpy(model(x)), original, atol=1e-5)
 
 
+# Found by the default run: recurrent layers Keras names (`simple_rnn_3`) are keyed by the names the
+# copy's and the reloaded copy's layers got, not by the original's: `initial_states` of the reloaded copy
+# has other keys than the copy's (and, for a custom layer, the copy's than the plan's).
+AUTO_NAMED = {
+    container: {
+        "container": container,
+        "holder": "attribute",
+        "kinds": ["SimpleRNN"],
+        "units": 2,
+        "steps": 3,
+        "normalize": False,
+        "decoder": False,
+    }
+    for container in ("custom_layer", "subclassed")
+}
+
+
 def test_random_subclassed_models_and_custom_layers_keep_every_promise(K, request, tmp_path_factory):
     seen = {"count": 0}
 
     @property_settings(request)
     @given(spec=specs())
+    @example(spec=AUTO_NAMED["custom_layer"])
+    @example(spec=AUTO_NAMED["subclassed"])
     def check(spec):
         seen["count"] += 1
         if seen["count"] % 25 == 0:
@@ -319,11 +338,31 @@ def check_wrapped_promises(K, model, keys, x, folder):
     np.testing.assert_allclose(to_numpy(model(x)), original, atol=1e-5)
 
 
+# A `TimeDistributed` around a Sequential submodel of no recurrent layer (rnnmorph's pattern, Sequential):
+# `remove_trainable_initial_states` of its copy raises "Layer 'time_distributed' (...TimeDistributed) was
+# rebuilt with other sublayers than it holds." (both generations; a Functional submodel is removed).
+SEQUENTIAL_OF_DENSE = {
+    "outer_steps": 2,
+    "inner_steps": 3,
+    "features": 2,
+    "inside": "sequential",
+    "kind": None,
+    "units": 2,
+    "dense_first": False,
+    "sequences": False,
+    "outer": "SimpleRNN",
+    "head": False,
+    "wrapper": "time_distributed",
+    "names": False,
+}
+
+
 def test_random_time_distributed_recurrent_models_keep_every_promise(K, request, tmp_path_factory):
     seen = {"count": 0}
 
     @property_settings(request)
     @given(spec=wrapped_specs())
+    @example(spec=SEQUENTIAL_OF_DENSE)  # found by `--slow`: fails to remove the states (ValueError)
     def check(spec):
         seen["count"] += 1
         if seen["count"] % 25 == 0:
