@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.generation import KERAS_PACKAGES
 from rnn_state_rewriter.layer_copy import describe_error
 from rnn_state_rewriter.plan import layers_in_tree

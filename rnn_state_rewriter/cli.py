@@ -221,7 +221,7 @@ def _quiet() -> Iterator[None]:
 
 def _keras_api(major: str) -> Any:
     """The Keras package of a generation (`--keras` 3 or 2), with this package's classes registered for loading."""
-    from rnn_state_rewriter._adapter import adapter
+    from rnn_state_rewriter.backend import adapter
     from rnn_state_rewriter.generation import Generation
 
     try:
@@ -232,7 +232,7 @@ def _keras_api(major: str) -> Any:
 
 def save_atomically(model: Any, output: str, force: bool) -> None:
     """Saves a model to a temporary path beside `output`, then renames it into place."""
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
 
     extension = os.path.splitext(output)[1].lower()
     if extension not in (".keras", ".h5", ""):

@@ -132,7 +132,7 @@ def _spec(index: int, tensor: Any, batch_size: int, steps: int | None) -> tuple[
 
 def _refuse_stateful(model: Any) -> None:
     """A flatbuffer holds constants, not the variables a stateful layer carries its state in."""
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
     from rnn_state_rewriter.states import is_recurrent, is_stateful
 
     for layer in adapter_for(model).sublayers(model):
@@ -145,7 +145,7 @@ def _refuse_stateful(model: Any) -> None:
 
 
 def _tensorflow(model: Any) -> Any:
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
 
     backend = adapter_for(model, argument="model").backend()
     if backend != "tensorflow":

@@ -1,18 +1,20 @@
-"""Which Keras generation an object belongs to.
+"""Which Keras generation an object belongs to, and the facts every layer above may ask of it.
 
 Keras 3 (`keras`, also `tf.keras` on TensorFlow >= 2.16) and tf-keras (Keras 2,
 `tf_keras`) differ in a few places. Those differences live in one seam, the
-`Adapter` protocol of `rnn_state_rewriter._adapter`, with one module per
-generation (`_keras3`, `_tf_keras`). The seam asks this module which
-generation an object belongs to; it imports nothing of the package.
+`Adapter` protocol of `rnn_state_rewriter.backend`, with one module per
+generation (`backend/keras3.py`, `backend/tf_keras.py`). The seam asks this
+module which generation an object belongs to and what kind of recurrent layer
+a layer is; it imports nothing of the package.
 """
 
 from __future__ import annotations
 
 import enum
+from types import ModuleType
 from typing import Any
 
-__all__ = ["Generation", "KERAS_PACKAGES", "batch_axis", "generation_of"]
+__all__ = ["Generation", "KERAS_PACKAGES", "batch_axis", "generation_of", "recurrent_kind_in"]
 
 
 class Generation(enum.Enum):
@@ -33,8 +35,8 @@ class Generation(enum.Enum):
 
     @property
     def module(self) -> str:
-        """The package module of this generation's side of the seam (`rnn_state_rewriter._adapter.Adapter`)."""
-        return "rnn_state_rewriter._keras3" if self is Generation.KERAS3 else "rnn_state_rewriter._tf_keras"
+        """The package module of this generation's side of the seam (`rnn_state_rewriter.backend.Adapter`)."""
+        return f"rnn_state_rewriter.backend.{self.value}"
 
 
 # The Python packages of the Keras generations.
@@ -68,3 +70,18 @@ def generation_of(obj: Any, *, argument: str = "layer") -> Generation:
 def batch_axis(layer: Any) -> int:
     """The axis of a recurrent layer's input that holds the batch: 1 for a `time_major` tf-keras layer, else 0."""
     return 1 if getattr(layer, "time_major", False) else 0
+
+
+def recurrent_kind_in(layers: ModuleType, layer: Any) -> str | None:
+    """`"trainable"`, `"bidirectional"`, `"rnn"`, or None: the kind of a layer of the generation of `layers`.
+
+    `"trainable"` is a `TrainableInitialStateRNN` of either generation, which
+    says so with a class attribute (`gives_trainable_initial_state`).
+    """
+    if getattr(layer, "gives_trainable_initial_state", False):
+        return "trainable"
+    if isinstance(layer, layers.Bidirectional):
+        return "bidirectional"
+    if isinstance(layer, layers.RNN):
+        return "rnn"
+    return None

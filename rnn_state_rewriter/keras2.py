@@ -305,11 +305,11 @@ def load_keras2_weights(model: Any, path: str) -> None:
 
 
 def _model_from_config(config: dict[str, Any], custom_objects: dict[str, Any] | None, safe_mode: bool) -> Any:
-    from rnn_state_rewriter import _keras3
     from rnn_state_rewriter.activations import hard_sigmoid_keras2
+    from rnn_state_rewriter.backend import keras3
 
     objects = {HARD_SIGMOID_LEGACY: hard_sigmoid_keras2, **(custom_objects or {})}
-    return _keras3.model_from_legacy_config(translate_config(config), objects, safe_mode)
+    return keras3.model_from_legacy_config(translate_config(config), objects, safe_mode)
 
 
 # ----------------------------------------------------------------------------

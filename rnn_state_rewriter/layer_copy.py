@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.generation import KERAS_PACKAGES
 
 __all__ = [

@@ -26,9 +26,10 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from rnn_state_rewriter._adapter import Adapter, adapter_for
 from rnn_state_rewriter.arguments import check_context, distinct_initializers, per_state
+from rnn_state_rewriter.backend import Adapter, adapter_for
 from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
+from rnn_state_rewriter.layers import TrainableInitialState
 from rnn_state_rewriter.states import describe_kind, flatten_shapes, is_stateful, state_shapes
 from rnn_state_rewriter.surgery import Site, find_sites
 
@@ -358,7 +359,7 @@ def state_layer_feeding(adapter: Adapter, layer: Any, args: Any, kwargs: Any) ->
     if len(producers) != 1:
         return None
     (found,) = producers.values()
-    return found if isinstance(found, adapter.TrainableInitialState) else None
+    return found if isinstance(found, TrainableInitialState) else None
 
 
 class Names:

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 
 from rnn_state_rewriter import surgery
-from rnn_state_rewriter._adapter import Adapter, adapter_for
 from rnn_state_rewriter.arguments import check_noise_stddev
+from rnn_state_rewriter.backend import Adapter, adapter_for
 from rnn_state_rewriter.check import (
     Probe,
     call_model,
@@ -42,7 +42,7 @@ from rnn_state_rewriter.layer_copy import (
     copy_weights,
     name_sublayers_like,
 )
-from rnn_state_rewriter.layers import SequenceMask
+from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, classes_of
 from rnn_state_rewriter.plan import (
     Action,
     Decision,
@@ -331,14 +331,14 @@ def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], Gra
     def state_layer_for(decision: Decision) -> Any:
         layer = decision.layer
         if id(layer) not in made:
-            made[id(layer)] = adapter.TrainableInitialState(
+            made[id(layer)] = classes_of(adapter.GENERATION).state(
                 decision.structure, batch_axis=decision.batch_axis, dtype=layer.dtype_policy, **options(decision)
             )
         return made[id(layer)]
 
     def wrapper_for(decision: Decision, clone: Any) -> Any:
         if id(decision.layer) not in made:
-            made[id(decision.layer)] = adapter.TrainableInitialStateRNN(clone, **options(decision))
+            made[id(decision.layer)] = classes_of(adapter.GENERATION).wrapper(clone, **options(decision))
         return made[id(decision.layer)]
 
     def on_call(site: Site) -> Any:
@@ -347,15 +347,20 @@ def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], Gra
             return site.call_plain(adapter)
         args, kwargs, _ = adapter.split_initial_state(site.new_layer, site.args, site.kwargs)
         context = {"context": rebuild.new_tensor(decision.context_tensor)} if decision.context else {}
-        mask_name = decision.mask_name or None
+        mask = functools.partial(_run_time_mask, decision.mask_name) if decision.mask_name else None
         if decision.route is Route.WRAP:
             wrapper = wrapper_for(decision, site.new_layer)
-            return adapter.call_with_initial_state(wrapper, args, {**kwargs, **context}, None, runtime_mask=mask_name)
+            return adapter.call_with_initial_state(wrapper, args, {**kwargs, **context}, None, runtime_mask=mask)
         states = state_layer_for(decision)(args[0], **context)
-        return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask_name)
+        return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask)
 
     rebuild = GraphRebuild(adapter, lambda graph: plan.graphs[id(graph)], on_call)
     return rebuild(plan.model), list(made.values()), rebuild
+
+
+def _run_time_mask(name: str, sequences: Any) -> Any:
+    """The mask that reaches `sequences` at run time, from a `SequenceMask` layer named `name` (Keras 3)."""
+    return SequenceMask(name=name)(sequences)
 
 
 class _Wrap:
@@ -383,7 +388,7 @@ class _Wrap:
         decision = self.plan.surgery.get(site.path)
         if decision is None or decision.action is not Action.ADD:
             return None
-        wrapper = self.adapter.TrainableInitialStateRNN(
+        wrapper = classes_of(self.adapter.GENERATION).wrapper(
             site.layer,
             initializer=list(decision.initializers),
             regularizer=list(decision.regularizers),
@@ -416,7 +421,7 @@ def state_layers_in(adapter: Adapter, model: Any) -> list[Any]:
     return [
         layer
         for layer in adapter.sublayers(model)
-        if isinstance(layer, adapter.TrainableInitialState) or adapter.recurrent_kind(layer) == "trainable"
+        if isinstance(layer, TrainableInitialState) or adapter.recurrent_kind(layer) == "trainable"
     ]
 
 
@@ -448,7 +453,7 @@ def copy_subclassed(
 def _freeze_all_but_states(adapter: Adapter, model: Any) -> None:
     """Every pre-existing layer non-trainable; the state layers and wrappers (their states) stay trainable."""
     for layer in adapter.sublayers(model):
-        if isinstance(layer, (adapter.keras_api.Model, adapter.TrainableInitialState)):
+        if isinstance(layer, (adapter.keras_api.Model, TrainableInitialState)):
             continue
         if adapter.recurrent_kind(layer) == "trainable":
             layer.layer.trainable = False
@@ -489,7 +494,7 @@ def remove_trainable_initial_states(model: Any) -> Any:
     adapter = model_adapter(model)
 
     def substitute(layer: Any) -> Any:
-        if isinstance(layer, (adapter.TrainableInitialState, SequenceMask)):
+        if isinstance(layer, (TrainableInitialState, SequenceMask)):
             return None
         if adapter.recurrent_kind(layer) == "trainable":
             return layer.layer
@@ -551,8 +556,7 @@ def remove_trainable_initial_states(model: Any) -> Any:
 def _is_added(adapter: Adapter) -> Callable[[Any], bool]:
     """Whether a layer is one the retrofit added (a wrapper, a state layer, a mask), which a removal drops."""
     return lambda layer: (
-        isinstance(layer, (adapter.TrainableInitialState, SequenceMask))
-        or (adapter.recurrent_kind(layer) == "trainable")
+        isinstance(layer, (TrainableInitialState, SequenceMask)) or (adapter.recurrent_kind(layer) == "trainable")
     )
 
 

@@ -15,12 +15,12 @@ states followed by the backward ones, as it splits them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from rnn_state_rewriter._adapter import adapter_for
+from rnn_state_rewriter.backend import adapter_for
+from rnn_state_rewriter.generation import recurrent_kind_in
 
 __all__ = [
     "Shape",
@@ -51,17 +51,6 @@ def recurrent_kind(layer: Any) -> str | None:
         TypeError: if `layer` is not a Keras object.
     """
     return recurrent_kind_in(adapter_for(layer).keras_api.layers, layer)
-
-
-def recurrent_kind_in(layers: ModuleType, layer: Any) -> str | None:
-    """`recurrent_kind` of a layer of the Keras generation whose `layers` module is given."""
-    if getattr(layer, "gives_trainable_initial_state", False):
-        return "trainable"
-    if isinstance(layer, layers.Bidirectional):
-        return "bidirectional"
-    if isinstance(layer, layers.RNN):
-        return "rnn"
-    return None
 
 
 def is_recurrent(layer: Any) -> bool:

@@ -24,7 +24,8 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rnn_state_rewriter._adapter import Adapter
+from rnn_state_rewriter.backend import Adapter
+from rnn_state_rewriter.layers import classes_of
 
 __all__ = ["Site", "config_holds", "find_sites", "is_pending", "replace", "unwrap_all"]
 
@@ -207,7 +208,7 @@ class Remembers:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
-        from rnn_state_rewriter._adapter import adapter_for
+        from rnn_state_rewriter.backend import adapter_for
 
         config = dict(config)
         remembered = config.pop(KEY)
@@ -263,13 +264,13 @@ def _check_sites(adapter: Adapter, instance: Any, wrapped: dict[str, Any]) -> di
 
 
 def _wrap_again(instance: Any) -> None:
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
 
     adapter = adapter_for(instance)
     sites = _check_sites(adapter, instance, instance._rsr_wrapped)
     for path, options in instance._rsr_wrapped.items():
         site = sites[path]
-        wrapper = adapter.TrainableInitialStateRNN(site.layer, name=site.layer.name, **options)
+        wrapper = classes_of(adapter.GENERATION).wrapper(site.layer, name=site.layer.name, **options)
         if site.layer.built:
             wrapper.build(None)
         adapter.replace_sublayer(site.owner, site.container, site.key, site.layer, wrapper)
@@ -298,23 +299,26 @@ def wrapper_options(wrapper: Any) -> dict[str, Any]:
 def remember(adapter: Adapter, root: Any, wrapped: dict[str, dict[str, Any]]) -> None:
     """Makes `root` save where its wrappers are (paths from `root`), so that loading it puts them back."""
     base = type(root)._rsr_base_class if isinstance(root, Remembers) else type(root)  # type: ignore[attr-defined]
-    root.__class__ = adapter.remembering_class(base)
+    root.__class__ = remembering_class(adapter, base)
     object.__setattr__(root, "_rsr_base", adapter.keras_api.saving.get_registered_name(base))
     object.__setattr__(root, "_rsr_wrapped", dict(wrapped))
 
 
-def remembering_subclass(base: type, registered_loader: type, registered_names: dict[type, str]) -> type:
-    """`base` with a generation's registered loader mixed in, named as `base`, saved under the loader's name.
+def remembering_class(adapter: Adapter, base: type) -> type:
+    """`base` with its generation's loader mixed in, named as `base`, saved under the loader's name."""
+    package = adapter.keras_api.__name__
+    if (package, base) not in _REMEMBERING:
+        namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
+        cls = type(base.__name__, (loader(package), base), namespace)
+        adapter.registered_names()[cls] = REGISTERED_NAME
+        _REMEMBERING[package, base] = cls
+    return _REMEMBERING[package, base]
 
-    `registered_names` is the generation's map from classes to the names
-    saving writes for them.
-    """
-    namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__, "_rsr_base_class": base}
-    cls = type(base.__name__, (registered_loader, base), namespace)
-    registered_names[cls] = REGISTERED_NAME
-    return cls
+
+_REMEMBERING: dict[tuple[str, type], type] = {}  # one class per generation and base class
 
 
+@functools.cache
 def loader(package: str) -> type:
-    """The class registered as `rnn_state_rewriter>Retrofitted` in a generation's registry."""
+    """The class registered as `rnn_state_rewriter>Retrofitted` in a generation's registry (`binding.py`)."""
     return type("Retrofitted", (Remembers,), {"_rsr_package": package, "__module__": __name__})

@@ -71,7 +71,7 @@ def predict(path: Path, generation: str) -> np.ndarray:
     else:
         import tf_keras as api
 
-        import rnn_state_rewriter._tf_keras  # noqa: F401  (what importing tf_keras first does)
+        import rnn_state_rewriter.backend.tf_keras  # noqa: F401  (what importing tf_keras first does)
     import rnn_state_rewriter  # noqa: F401  (registers the layers, as users do)
 
     return api.models.load_model(str(path)).predict(X, verbose=0)
@@ -405,7 +405,7 @@ def test_custom_objects_from_a_module_find_registered_classes(custom, tmp_path, 
     code = textwrap.dedent(
         f"""
         import numpy as np, {api} as api, custom_{generation}, rnn_state_rewriter as rsr
-        import rnn_state_rewriter._tf_keras  # registers the tf-keras layers (harmless for Keras 3)
+        import rnn_state_rewriter.backend.tf_keras  # registers the tf-keras layers (harmless for Keras 3)
         new, old = api.models.load_model({str(out)!r}), api.models.load_model({str(source)!r})
         x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
         assert np.allclose(new.predict(x, verbose=0), old.predict(x, verbose=0), atol=1e-6)

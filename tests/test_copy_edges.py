@@ -249,7 +249,7 @@ def test_a_float_input_feeding_an_embedding_gets_ids_in_range(K, is_keras3):
     x = K.layers.Embedding(465, 8, name="embedding")(K.layers.Reshape((10,))(inputs))
     x = K.layers.GlobalAveragePooling1D()(scale_layer(K)(K.layers.LSTM(5, return_sequences=True)(x)))
     model = K.Model(inputs, K.layers.Dense(3)(x))
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
 
     for seed in range(5):
         batch = probe_batch(adapter_for(model), model, seed=seed)
@@ -451,7 +451,7 @@ def test_a_model_whose_call_takes_several_arguments_takes_them_as_a_tuple_sample
 def test_the_probe_of_a_subclassed_model_is_nested_as_its_inputs(K, is_keras3):
     decoder = captioning_decoder(K, is_keras3)
     decoder((np.zeros((1, 5, 6), "float32"), np.zeros((1, 7), "int32")))
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
 
     features, tokens = probe_batch(adapter_for(decoder), decoder)
     assert features.shape[1:] == (5, 6) and tokens.shape[1:] == (7,)

@@ -103,7 +103,7 @@ def assert_retrofit_of(source: Path, output: Path) -> None:
     import tf_keras
 
     import rnn_state_rewriter as rsr
-    import rnn_state_rewriter._tf_keras  # noqa: F401  (registers the tf-keras layers)
+    import rnn_state_rewriter.backend.tf_keras  # noqa: F401  (registers the tf-keras layers)
 
     api = tf_keras if "tk" in source.name else keras
     original, retrofitted = api.models.load_model(str(source)), api.models.load_model(str(output))

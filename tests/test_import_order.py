@@ -129,8 +129,8 @@ def test_the_hook_registers_after_the_import_warns_if_it_cannot_and_then_leaves(
         """
         import sys, warnings
         from rnn_state_rewriter import _registration
-        assert "colorsys" not in sys.modules and "rnn_state_rewriter_missing" not in sys.modules
-        _registration.ADAPTERS = {"colorsys": "rnn_state_rewriter_missing"}
+        assert "colorsys" not in sys.modules
+        _registration.GENERATIONS = {"colorsys": "no generation"}  # binding it fails
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _registration._AfterImport)]
         finders = len(sys.meta_path)
         _registration.install()
@@ -140,7 +140,7 @@ def test_the_hook_registers_after_the_import_warns_if_it_cannot_and_then_leaves(
             import colorsys
         assert colorsys.rgb_to_hsv(1, 0, 0) == (0.0, 1.0, 1.0)
         assert colorsys.__loader__.__class__.__name__ != "_ThenRegister"
-        assert len(sys.meta_path) == finders, "the finder stays after its last module was imported"
+        assert not any(isinstance(f, _registration._AfterImport) for f in sys.meta_path), "the finder stays"
         print([str(w.message).split(" (")[0] for w in caught])
         """
     )

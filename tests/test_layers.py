@@ -448,7 +448,7 @@ def test_unknown_spatial_dimensions_are_a_value_error(K):
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
 def test_keras_own_cells_give_their_state_shapes_without_building_a_zero_state(K, kind, monkeypatch):
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
 
     layer = getattr(K.layers, kind)(5, go_backwards=True)
     layer.build((None, 4, 3))
@@ -461,7 +461,7 @@ def test_keras_own_cells_give_their_state_shapes_without_building_a_zero_state(K
 
 
 def test_a_subclassed_keras_cell_has_its_states_read_from_its_zero_state(K, monkeypatch):
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
 
     class Cell(K.layers.GRUCell):  # a subclass may change its states: its own zero state decides
         pass

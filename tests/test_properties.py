@@ -49,7 +49,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rnn_state_rewriter as rsr
-from rnn_state_rewriter._adapter import adapter_for
 
 KINDS = ["SimpleRNN", "GRU", "LSTM", "Bidirectional", "Stacked"]
 
@@ -327,7 +326,7 @@ def check_retrofit(K, model, xs, tmp_path, options, formats, keys=None, lossy_fo
         if K.__name__ == "keras":  # every variable keeps its path (a LayoutMap, weight loading by path)
             assert {v.path for v in model.weights} <= {v.path for v in new.weights}
 
-    state_class = adapter_for(new).TrainableInitialState
+    state_class = rsr.TrainableInitialState  # its tf-keras twin is one too
     state_layers = [layer for layer in new._flatten_layers() if isinstance(layer, state_class)]
     state_variables = [v for layer in state_layers for v in layer.trainable_weights]
     assert state_variables

@@ -427,7 +427,7 @@ def test_one_initializer_object_gives_every_state_of_every_layer_its_own_draw(K)
 
 def test_the_retrofit_walks_each_graph_once_and_executes_the_plan_it_is_given(K, monkeypatch):
     """One walk makes the plan; the rebuild replays it without reading any graph again."""
-    from rnn_state_rewriter._adapter import adapter_for
+    from rnn_state_rewriter.backend import adapter_for
     from rnn_state_rewriter.plan import Action, Route, make_plan
     from rnn_state_rewriter.rewrite import retrofit
 

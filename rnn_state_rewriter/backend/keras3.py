@@ -1,16 +1,16 @@
 """Keras 3, on any backend: what differs from tf-keras, and nothing else.
 
-One of the two implementations of `rnn_state_rewriter._adapter.Adapter` (the
-other is `rnn_state_rewriter._tf_keras`): the tensor operations the layers use
+One of the two implementations of `rnn_state_rewriter.backend.Adapter` (the
+other is `backend/tf_keras.py`): the tensor operations the layers use
 (`keras.ops`, `keras.random`, `keras.tree`, which run on TensorFlow, JAX and
 PyTorch), how a model's graph is read and rebuilt, how weights and state are
-copied and saved. Every read of a private Keras attribute lives here.
+copied and saved. Every read of a private Keras attribute lives here. It
+imports nothing of the package above the seam (`generation`, `activations`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -23,21 +23,18 @@ from keras.src.saving.serialization_lib import SafeModeScope
 from keras.src.utils.tracking import DotNotTrackScope
 
 import rnn_state_rewriter.activations  # noqa: F401  (registers Keras 2's hard_sigmoid for Keras 3 files)
-from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, TrainableInitialStateRNN
-from rnn_state_rewriter.states import recurrent_kind_in
-from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
+from rnn_state_rewriter.generation import Generation, recurrent_kind_in
 
 keras_api = keras
-
-# The loader of models and layers retrofitted by surgery (`surgery.Remembers`): registered
-# with the adapter, which the package imports as soon as this Keras generation is there.
-keras.saving.get_custom_objects()[REGISTERED_NAME] = loader("keras")
+GENERATION = Generation.KERAS3
 map_tensors: Callable[..., Any] = keras.tree.map_structure
 flatten_tensors: Callable[[Any], list[Any]] = keras.tree.flatten
 
 __all__ = [
     "keras_api",
+    "GENERATION",
     "SAVE_EXTENSIONS",
+    "BARE_CLASS_NAMES",
     "backend",
     "zero_state",
     "batch_size",
@@ -55,8 +52,6 @@ __all__ = [
     "fresh_input",
     "layer_of",
     "predict",
-    "TrainableInitialState",
-    "TrainableInitialStateRNN",
     "recurrent_kind",
     "map_tensors",
     "flatten_tensors",
@@ -79,7 +74,7 @@ __all__ = [
     "carried_states",
     "replace_sublayer",
     "attributes",
-    "remembering_class",
+    "registered_names",
     "build_like",
     "build_in_place_of",
     "scope_of",
@@ -89,6 +84,9 @@ __all__ = [
     "SafeModeScope",
 ]
 
+
+# Keras 3 looks saved classes up by their registered names only.
+BARE_CLASS_NAMES = False
 
 # The file extensions `model.save` writes whole models to.
 SAVE_EXTENSIONS = (".keras",)
@@ -266,15 +264,14 @@ def call_with_initial_state(
     kwargs: dict[str, Any],
     states: Any,
     *,
-    runtime_mask: str | None = None,
+    runtime_mask: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Calls a recurrent layer with `initial_state=states` (None: without), keeping its input's mask.
 
     Keras 3 fills `mask` from the input only when a layer gets one tensor
     argument; with `initial_state` it gets several, so the mask is passed here:
-    the input's symbolic mask, or, where a mask may arrive only at run time
-    (`runtime_mask` then names the new layer), the output of a `SequenceMask`
-    layer.
+    the input's symbolic mask, or, where a mask may arrive only at run time,
+    `runtime_mask(sequences)` (a `SequenceMask` layer's output, made above the seam).
     """
     sequences, others = _bind(layer, args, kwargs)
     if states is not None:
@@ -282,7 +279,7 @@ def call_with_initial_state(
     if others.get("mask") is None:
         mask = mask_of(sequences)
         if mask is None and runtime_mask:
-            mask = SequenceMask(name=runtime_mask)(sequences)
+            mask = runtime_mask(sequences)
         if mask is not None:
             others["mask"] = mask
     return layer(sequences, **others)
@@ -475,10 +472,8 @@ def attributes(owner: Any) -> dict[str, Any]:
     return {**vars(owner), **modules} if isinstance(modules, dict) else dict(vars(owner))
 
 
-@functools.cache
-def remembering_class(base: type) -> type:
-    """`base` with the saved-surgery loader mixed in, named as `base`, registered under the loader's name."""
+def registered_names() -> dict[type, str]:
+    """Keras' map from registered classes to the names saving writes for them (it is written to as well)."""
     from keras.src.saving.object_registration import GLOBAL_CUSTOM_NAMES
 
-    registered = keras.saving.get_custom_objects()[REGISTERED_NAME]
-    return remembering_subclass(base, registered, GLOBAL_CUSTOM_NAMES)
+    return GLOBAL_CUSTOM_NAMES

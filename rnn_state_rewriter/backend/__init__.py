@@ -1,17 +1,20 @@
-"""The one seam between the package and a Keras generation: the `Adapter` protocol.
+"""The seam, the bottom layer: the `Adapter` protocol of a Keras generation.
 
 Keras 3 and tf-keras differ in their tensor operations, in how a functional
 graph is walked and rebuilt, and in how weights, state and files are kept.
-Each generation has one module that satisfies `Adapter`:
-`rnn_state_rewriter._keras3` and `rnn_state_rewriter._tf_keras` (mypy checks
-both against it). Every read of a private Keras attribute and every branch on
-the generation lives in those two modules. The rest of the package is written
-once against `Adapter`, and gets the right module from `adapter_for(obj)`, once
-per public call, or through the `GenerationOf` attribute of its layer classes.
+Each generation has one module that satisfies `Adapter`: `backend/keras3.py`
+and `backend/tf_keras.py` (mypy checks both against it). Every read of a
+private Keras attribute and every branch on the generation lives in those two
+modules. The rest of the package is written once against `Adapter`, and gets
+the right module from `adapter_for(obj)`, once per public call, or through the
+`GenerationOf` attribute of its layer classes.
 
-This module imports neither generation: `adapter(generation)` imports its
-module on first use, so `_tf_keras` (hence `tf_keras` and TensorFlow) is
-imported only when a tf-keras object is seen.
+The seam imports nothing of the package above it (`generation`, and the
+activations Keras 2 files name, at most): the layer classes of a generation are
+resolved above it (`layers.classes_of`), and saving's loader is registered by
+`binding.py`. This module imports neither generation: `adapter(generation)`
+imports its module on first use, so `backend/tf_keras.py` (hence `tf_keras`
+and TensorFlow) is imported only when a tf-keras object is seen.
 """
 
 from __future__ import annotations
@@ -37,13 +40,8 @@ class Adapter(Protocol):
         ...
 
     @property
-    def TrainableInitialState(self) -> type[Any]:  # noqa: N802 (a class)
-        """The generation's `TrainableInitialState` class."""
-        ...
-
-    @property
-    def TrainableInitialStateRNN(self) -> type[Any]:  # noqa: N802 (a class)
-        """The generation's `TrainableInitialStateRNN` class."""
+    def GENERATION(self) -> Generation:  # noqa: N802 (a constant)
+        """The generation this module is the seam of."""
         ...
 
     @property
@@ -64,6 +62,12 @@ class Adapter(Protocol):
     @property
     def SAVE_EXTENSIONS(self) -> tuple[str, ...]:  # noqa: N802 (a constant)
         """The file extensions `model.save` writes whole models to ("" is a SavedModel folder)."""
+        ...
+
+    @property
+    def BARE_CLASS_NAMES(self) -> bool:  # noqa: N802 (a constant)
+        """Whether loading may look the package's layer classes up by their bare class names (tf-keras' wrappers
+        read the layer they wrap in the legacy format), so `binding.py` registers them under those too."""
         ...
 
     def backend(self) -> str:
@@ -170,8 +174,11 @@ class Adapter(Protocol):
         kwargs: dict[str, Any],
         states: Any,
         *,
-        runtime_mask: str | None = None,
-    ) -> Any: ...
+        runtime_mask: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Calls a recurrent layer with `initial_state=states` (None: without), keeping its input's mask;
+        `runtime_mask(sequences)` makes the mask where one may arrive only at run time (Keras 3)."""
+        ...
 
     def compile_arguments(self, model: Any) -> dict[str, Any] | None: ...
 
@@ -207,8 +214,8 @@ class Adapter(Protocol):
         """Puts layer `new` where `owner` holds `old` (`owner.key`, or `container[key]`), tracked in its place."""
         ...
 
-    def remembering_class(self, base: type) -> type:
-        """`base` with `surgery.Remembers` mixed in, saved under the name whose loader puts wrappers back."""
+    def registered_names(self) -> dict[type, str]:
+        """The registry's map from registered classes to the names saving writes for them (written to)."""
         ...
 
     def build_like(self, copy: Any, model: Any) -> None:
@@ -255,7 +262,7 @@ def adapter_for(obj: Any, *, argument: str = "layer") -> Adapter:
 
 
 if TYPE_CHECKING:  # mypy checks that both adapter modules satisfy the protocol
-    from rnn_state_rewriter import _keras3, _tf_keras
+    from rnn_state_rewriter.backend import keras3, tf_keras
 
-    _KERAS3: Adapter = _keras3
-    _TF_KERAS: Adapter = _tf_keras
+    _KERAS3: Adapter = keras3
+    _TF_KERAS: Adapter = tf_keras

@@ -1,10 +1,11 @@
 """tf-keras (Keras 2), on TensorFlow: what differs from Keras 3, and nothing else.
 
-One of the two implementations of `rnn_state_rewriter._adapter.Adapter` (the
-other is `rnn_state_rewriter._keras3`): the tensor operations the layers use
+One of the two implementations of `rnn_state_rewriter.backend.Adapter` (the
+other is `backend/keras3.py`): the tensor operations the layers use
 (TensorFlow's), how a model's graph is read and rebuilt, how weights and state
-are copied and saved, and the tf-keras twins of the public layers, registered
-so that saved models load. Every read of a private tf-keras attribute lives here.
+are copied and saved. Every read of a private tf-keras attribute lives here. It
+imports nothing of the package above the seam (`generation` only); the tf-keras
+twins of the public layers are in `layers/tf_keras.py`.
 
 Imported only when a tf-keras object is seen (or `tf_keras` was imported
 already), so that nothing else imports `tf_keras` or TensorFlow.
@@ -13,7 +14,6 @@ already), so that nothing else imports `tf_keras` or TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,28 +21,18 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-from rnn_state_rewriter.generation import Generation, batch_axis
-from rnn_state_rewriter.layers import (
-    PACKAGE,
-    GenerationOf,
-    TrainableInitialStateMixin,
-    TrainableInitialStateRNNMixin,
-    twin_of,
-)
-from rnn_state_rewriter.states import recurrent_kind_in
-from rnn_state_rewriter.surgery import REGISTERED_NAME, loader, remembering_subclass
+from rnn_state_rewriter.generation import Generation, batch_axis, recurrent_kind_in
 
 keras_api = tf_keras
-
-# The loader of models and layers retrofitted by surgery (`surgery.Remembers`): registered
-# with the adapter, which the package imports as soon as this Keras generation is there.
-tf_keras.saving.get_custom_objects()[REGISTERED_NAME] = loader("tf_keras")
+GENERATION = Generation.TF_KERAS
 map_tensors: Callable[..., Any] = tf.nest.map_structure
 flatten_tensors: Callable[[Any], list[Any]] = tf.nest.flatten
 
 __all__ = [
     "keras_api",
+    "GENERATION",
     "SAVE_EXTENSIONS",
+    "BARE_CLASS_NAMES",
     "backend",
     "zero_state",
     "batch_size",
@@ -60,8 +50,6 @@ __all__ = [
     "fresh_input",
     "layer_of",
     "predict",
-    "TrainableInitialState",
-    "TrainableInitialStateRNN",
     "recurrent_kind",
     "map_tensors",
     "flatten_tensors",
@@ -84,7 +72,7 @@ __all__ = [
     "carried_states",
     "replace_sublayer",
     "attributes",
-    "remembering_class",
+    "registered_names",
     "build_like",
     "build_in_place_of",
     "scope_of",
@@ -95,43 +83,9 @@ __all__ = [
 ]
 
 
-_register = tf_keras.saving.register_keras_serializable(package=PACKAGE)
-
-
-class _Twin:
-    """What the tf-keras twins of the public layers share."""
-
-    __module__ = "rnn_state_rewriter.layers"  # where their Keras 3 twins live; saved configs name it
-    _keras = GenerationOf(Generation.TF_KERAS)
-
-    def _should_use_autograph(self) -> bool:
-        # tf-keras runs the `call` of layers defined outside it through AutoGraph,
-        # which transpiles every function `call` reaches, once per process (0.6 s
-        # of a first retrofit); `call` has no Python control flow on tensors.
-        return False
-
-
-@_register
-@twin_of("TrainableInitialState")
-class TrainableInitialState(_Twin, TrainableInitialStateMixin, tf_keras.layers.Layer):
-    """tf-keras twin of `rnn_state_rewriter.TrainableInitialState`."""
-
-    __module__ = "rnn_state_rewriter.layers"
-
-
-@_register
-@twin_of("TrainableInitialStateRNN")
-class TrainableInitialStateRNN(_Twin, TrainableInitialStateRNNMixin, tf_keras.layers.Wrapper):
-    """tf-keras twin of `rnn_state_rewriter.TrainableInitialStateRNN`."""
-
-    __module__ = "rnn_state_rewriter.layers"
-
-
 # tf-keras' wrappers (`TimeDistributed`) read the layer they wrap in the legacy format, which looks a class
-# up by its bare class name, not by the registered name its config records: the twins are found under both
-# (a class already registered under a bare name keeps it).
-for _twin in (TrainableInitialState, TrainableInitialStateRNN):
-    tf_keras.saving.get_custom_objects().setdefault(_twin.__name__, _twin)
+# up by its bare class name, not by the registered name its config records.
+BARE_CLASS_NAMES = True
 
 # The file extensions `model.save` writes whole models to; "" is a SavedModel folder.
 SAVE_EXTENSIONS = (".keras", ".h5", "")
@@ -332,7 +286,7 @@ def call_with_initial_state(
     kwargs: dict[str, Any],
     states: Any,
     *,
-    runtime_mask: str | None = None,
+    runtime_mask: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Calls a recurrent layer with `initial_state=states` (None: without).
 
@@ -509,10 +463,8 @@ def attributes(owner: Any) -> dict[str, Any]:
     return dict(vars(owner))
 
 
-@functools.cache
-def remembering_class(base: type) -> type:
-    """`base` with the saved-surgery loader mixed in, named as `base`, registered under the loader's name."""
-    from tf_keras.src.saving.object_registration import _GLOBAL_CUSTOM_NAMES as GLOBAL_CUSTOM_NAMES
+def registered_names() -> dict[type, str]:
+    """tf-keras' map from registered classes to the names saving writes for them (it is written to as well)."""
+    from tf_keras.src.saving.object_registration import _GLOBAL_CUSTOM_NAMES
 
-    registered = tf_keras.saving.get_custom_objects()[REGISTERED_NAME]
-    return remembering_subclass(base, registered, GLOBAL_CUSTOM_NAMES)
+    return _GLOBAL_CUSTOM_NAMES
