@@ -111,7 +111,7 @@ def test_only_the_seam_reads_keras_internals_or_branches_on_the_generation(modul
         # Where each generation's layer classes are defined.
         "layers/base": {"Generation.KERAS3", "Generation.TF_KERAS"},
         # `--keras auto` reads a Keras 2 file with Keras 3 where tf-keras is not installed.
-        "cli": {"tf_keras"},
+        "cli/files": {"tf_keras"},
     }
     found = {line.split(": ", 1)[1] for line in _reaches_into_keras(module)}
     assert found <= allowed.get(module, set()), _reaches_into_keras(module)
