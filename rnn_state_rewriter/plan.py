@@ -182,9 +182,11 @@ class Plan:
             submodels), by `id`, in graph order, each with its decision.
         surgery: the decisions of the layers reached through attributes, by
             the place that holds them (`surgery.Site.path`, attribute names).
-        submodels: the places of the graph submodels reached through attributes
-            (inside a `TimeDistributed`, a custom layer) that hold layers to add
-            states to; other graph submodels are left as they are.
+        submodels: the graph submodels reached through attributes (inside a
+            `TimeDistributed`, a custom layer) that hold layers to add states
+            to, by the place that holds them (`surgery.Site.path`); the
+            executor rebuilds each from `graphs`. Other graph submodels are
+            left as they are.
     """
 
     adapter: Adapter
@@ -192,7 +194,7 @@ class Plan:
     decisions: list[Decision]
     graphs: dict[int, list[PlannedCall]]
     surgery: dict[str, Decision]
-    submodels: set[str] = dataclasses.field(default_factory=set)
+    submodels: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def added(self) -> list[Decision]:
         """The decisions that add states."""
@@ -404,7 +406,7 @@ class Planner:
         self.shapes: dict[int, Any] = {}
         self.walked: dict[tuple[int, tuple[bool, ...]], list[bool]] = {}
         self.looked_into: set[int] = set()
-        self.submodels: set[str] = set()  # graph submodels held by attributes with states to add, by place
+        self.submodels: dict[str, Any] = {}  # graph submodels held by attributes with states to add, by place
         self.calls_of: dict[int, list[tuple[Any, tuple[Any, ...], dict[str, Any], list[Any]]]] = {}
 
     @property
@@ -524,7 +526,7 @@ class Planner:
             graph: [PlannedCall(*call, sites.get((graph, index))) for index, call in enumerate(calls)]
             for graph, calls in self.calls_of.items()
         }
-        return Plan(self.adapter, model, [*sites.values(), *surgery.values()], graphs, surgery, set(self.submodels))
+        return Plan(self.adapter, model, [*sites.values(), *surgery.values()], graphs, surgery, dict(self.submodels))
 
     def conditioning(self, key: SiteKey | None, model: Any, decision: Decision) -> dict[str, Any]:
         """The context fields of a decision that adds states; the context must reach its call.
@@ -593,7 +595,7 @@ class Planner:
             if is_graph_model(self.adapter, site.layer):
                 self.walk(site.layer, site.name + "/", ())
                 if any(d.action is ADD and d.path.startswith(site.name + "/") for d in self.decisions):
-                    self.submodels.add(site.path)
+                    self.submodels[site.path] = site.layer
             elif site.path not in self.surgery:
                 self.surgery[site.path] = self.decide_surgery(site)
 

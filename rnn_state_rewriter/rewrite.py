@@ -276,16 +276,11 @@ def retrofit(
         )
     if run_check is None:
         run_check = sample is not None or needs_check(adapter, model) is not None
-    options = {"layers": layers, "initializer": initializer, "regularizer": regularizer, "constraint": constraint}
-    wrap = _Wrap(plan, options, noise_stddev)
+    wrap = _Wrap(plan, noise_stddev)
     expected = None
     if graph:
-        new_model, state_layers, rebuild = _rebuild_graph(plan, noise_stddev)
-        for prefix, layer in layers_in_tree(adapter, new_model):
-            if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
-                surgery.replace(adapter, surgery.find_sites(adapter, layer, f"{prefix}{layer.name}/"), wrap)
-                wrap.remember(layer)
-        variables = [v for layer in state_layers for v in [*layer.state_variables, *layer.context_maps]]
+        new_model, rebuild = wrap.graph(model, "")
+        variables: list[Any] = []
         diagnose = functools.partial(first_differing, adapter, rebuild.outputs, model, new_model)
     else:
         given = sample
@@ -311,9 +306,10 @@ def retrofit(
     return new_model, probe
 
 
-def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], GraphRebuild]:
-    """The graph route: a `TrainableInitialState` in front of each call site the plan adds states to, or,
-    for a stateful layer, a `TrainableInitialStateRNN` around it (route `"wrap"`)."""
+def _rebuild_graph(plan: Plan, graph: Any, noise_stddev: float) -> tuple[Any, list[Any], GraphRebuild]:
+    """The graph route over `graph` (the model or a graph submodel the plan walked): a `TrainableInitialState`
+    in front of each call site the plan adds states to, or, for a stateful layer, a `TrainableInitialStateRNN`
+    around it (route `"wrap"`)."""
     adapter = plan.adapter
     made: dict[int, Any] = {}
 
@@ -354,8 +350,8 @@ def _rebuild_graph(plan: Plan, noise_stddev: float) -> tuple[Any, list[Any], Gra
         states = state_layer_for(decision)(args[0], **context)
         return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask)
 
-    rebuild = GraphRebuild(adapter, lambda graph: plan.graphs[id(graph)], on_call)
-    return rebuild(plan.model), list(made.values()), rebuild
+    rebuild = GraphRebuild(adapter, lambda model: plan.graphs[id(model)], on_call)
+    return rebuild(graph), list(made.values()), rebuild
 
 
 def _run_time_mask(name: str, sequences: Any) -> Any:
@@ -364,27 +360,38 @@ def _run_time_mask(name: str, sequences: Any) -> Any:
 
 
 class _Wrap:
-    """What surgery puts in place of a layer reached through an attribute (None: left as it is).
+    """Executes the plan: the graph route over graph models, and surgery on what their layers' attributes hold.
 
-    A recurrent layer the plan adds states to gets a `TrainableInitialStateRNN`
-    around it, named as it is; a graph submodel gets its graph retrofit.
+    A recurrent layer reached through an attribute that the plan adds states to
+    gets a `TrainableInitialStateRNN` around it, named as it is; a graph
+    submodel reached that way (inside a `TimeDistributed`, a custom layer) gets
+    the graph route from the same plan, which walked it.
     """
 
-    def __init__(self, plan: Plan, options: dict[str, Any], noise_stddev: float) -> None:
+    def __init__(self, plan: Plan, noise_stddev: float) -> None:
         self.adapter = plan.adapter
         self.plan = plan
-        self.options = options
         self.noise_stddev = noise_stddev
         self.variables: list[Any] = []
         self.made: set[int] = set()
 
+    def graph(self, model: Any, prefix: str) -> tuple[Any, GraphRebuild]:
+        """The copy of graph model `model` (planned at `prefix`), its layers' attributes operated on."""
+        adapter = self.adapter
+        new_model, state_layers, rebuild = _rebuild_graph(self.plan, model, self.noise_stddev)
+        self.variables += [v for layer in state_layers for v in [*layer.state_variables, *layer.context_maps]]
+        for inner, layer in layers_in_tree(adapter, new_model):
+            if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
+                surgery.replace(adapter, surgery.find_sites(adapter, layer, f"{prefix}{inner}{layer.name}/"), self)
+                self.remember(layer)
+        return new_model, rebuild
+
     def __call__(self, site: surgery.Site) -> Any:
         if is_graph_model(self.adapter, site.layer):
-            if site.path not in self.plan.submodels:  # nothing to add inside (a `TimeDistributed` of Dense layers)
+            original = self.plan.submodels.get(site.path)  # the copy holds a copy: rebuilt from the original
+            if original is None:  # nothing to add inside (a `TimeDistributed` of Dense layers)
                 return None
-            new, _ = retrofit(site.layer, check=False, noise_stddev=self.noise_stddev, **self.options)
-            self.variables += [v for layer in state_layers_in(self.adapter, new) for v in layer.state_variables]
-            return new
+            return self.graph(original, site.name + "/")[0]
         decision = self.plan.surgery.get(site.path)
         if decision is None or decision.action is not Action.ADD:
             return None

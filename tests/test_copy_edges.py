@@ -180,6 +180,33 @@ def test_every_variable_keeps_its_path_through_the_retrofit_and_its_removal(K, i
 
 
 @pytest.mark.parametrize("submodel", ["functional", "sequential"])
+def test_a_recurrent_layer_in_a_wrapped_submodel_is_selected_by_its_keras_path(K, submodel):
+    """The plan said it would add a state to `per_frame/frames/frame_gru`, but the retrofit refused
+    ("names no recurrent layer"): the wrapped submodel was planned again with the outer model's `layers=`.
+    Now the submodel is executed from the one plan."""
+    frame_in = K.Input((4, 2))
+    gru = K.layers.GRU(3, name="frame_gru")
+    if submodel == "functional":
+        frames = K.Model(frame_in, gru(frame_in), name="frames")
+    else:
+        frames = K.Sequential([frame_in, gru], name="frames")
+    clips = K.Input((5, 4, 2))
+    x = K.layers.TimeDistributed(frames, name="per_frame")(clips)
+    model = K.Model(clips, K.layers.Dense(1, name="head")(K.layers.LSTM(4, name="clip_lstm")(x)))
+    data = np.random.default_rng(0).normal(size=(3, 5, 4, 2)).astype("float32")
+
+    selected = ["per_frame/frames/frame_gru"]
+    plan = rsr.plan_trainable_initial_states(model, layers=selected)
+    assert [(d.path, str(d.action)) for d in plan] == [("per_frame/frames/frame_gru", "add"), ("clip_lstm", "skip")]
+    new_model = rsr.add_trainable_initial_states(model, layers=selected, initializer="ones")
+    assert list(rsr.initial_states(new_model)) == selected
+    assert not {id(v) for v in new_model.weights} & {id(v) for v in model.weights}
+    zero = rsr.add_trainable_initial_states(model, layers=selected)
+    assert same(predict(model, data), predict(zero, data)) < 1e-6
+    assert same(predict(model, data), predict(new_model, data)) > 1e-4
+
+
+@pytest.mark.parametrize("submodel", ["functional", "sequential"])
 def test_a_time_distributed_submodel_without_recurrent_layers_is_left_as_it_is(K, submodel):
     """rnnmorph's tagger: a `TimeDistributed` around a model of Dense layers, then a Bidirectional LSTM.
 
