@@ -46,7 +46,6 @@ __all__ = [
     "needs_check",
     "probe_batch",
     "run_model",
-    "wants_check",
 ]
 
 BATCH = 3
@@ -82,15 +81,6 @@ class Probe:
 # ----------------------------------------------------------------------------
 # Whether to check
 # ----------------------------------------------------------------------------
-
-
-def wants_check(check: object) -> bool | None:
-    """`check` as True (always), False (never) or None (where the construction cannot vouch for the copy)."""
-    if check == "auto":
-        return None
-    if isinstance(check, bool):
-        return check
-    raise ValueError(f'Argument `check` must be "auto", True or False. Received: check={check!r}')
 
 
 def _unvouched(layer: Any) -> str | None:

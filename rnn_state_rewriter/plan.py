@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rnn_state_rewriter.arguments import check_context, distinct_initializers, per_state
 from rnn_state_rewriter.backend import Adapter, adapter_for
 from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
 from rnn_state_rewriter.layers import TrainableInitialState
+from rnn_state_rewriter.options import LayerSelection, RetrofitOptions
 from rnn_state_rewriter.states import describe_kind, flatten_shapes, is_stateful, state_shapes
 from rnn_state_rewriter.surgery import Site, find_sites
 
@@ -44,8 +45,6 @@ __all__ = [
     "recurrent_layers",
     "LayerSelection",
 ]
-
-LayerSelection = None | str | type | Sequence[str | type] | Callable[[Any], bool]
 
 
 class Action(str, enum.Enum):
@@ -176,6 +175,7 @@ class Plan:
     Attributes:
         adapter: the model's Keras generation.
         model: the model planned.
+        options: what the retrofit was asked to do; the executors read it here.
         decisions: one per recurrent call site (graph order), then one per layer
             reached through attributes (`route="surgery"`).
         graphs: the calls of each graph model walked (the model and its graph
@@ -191,6 +191,7 @@ class Plan:
 
     adapter: Adapter
     model: Any
+    options: RetrofitOptions
     decisions: list[Decision]
     graphs: dict[int, list[PlannedCall]]
     surgery: dict[str, Decision]
@@ -393,13 +394,16 @@ class Planner:
         self,
         adapter: Adapter,
         selected: Callable[[str, Any], bool],
-        options: dict[str, Any],
+        options: RetrofitOptions,
         context: Context | None = None,
     ) -> None:
         self.adapter = adapter
         self.context = context
         self.selected = selected
-        self.options = options  # per-state values to check: initializer, regularizer, constraint
+        self.options = options
+        # The per-state values to check against each layer's states.
+        self.per_state = {"initializer": options.initializer, "regularizer": options.regularizer}
+        self.per_state["constraint"] = options.constraint
         self.sites: dict[SiteKey, Decision] = {}
         self.surgery: dict[str, Decision] = {}  # by path: layers reached through attributes
         self.calls: dict[int, int] = {}
@@ -497,7 +501,7 @@ class Planner:
         if id(layer) not in self.shapes:
             structure = state_shapes(layer)
             count = len(flatten_shapes(structure))
-            for argument, value in self.options.items():
+            for argument, value in self.per_state.items():
                 per_state(value, count, argument, f"layer '{path}'")
             self.shapes[id(layer)] = structure
         return self.shapes[id(layer)]
@@ -526,7 +530,8 @@ class Planner:
             graph: [PlannedCall(*call, sites.get((graph, index))) for index, call in enumerate(calls)]
             for graph, calls in self.calls_of.items()
         }
-        return Plan(self.adapter, model, [*sites.values(), *surgery.values()], graphs, surgery, dict(self.submodels))
+        decisions = [*sites.values(), *surgery.values()]
+        return Plan(self.adapter, model, self.options, decisions, graphs, surgery, dict(self.submodels))
 
     def conditioning(self, key: SiteKey | None, model: Any, decision: Decision) -> dict[str, Any]:
         """The context fields of a decision that adds states; the context must reach its call.
@@ -570,7 +575,7 @@ class Planner:
         counts = {key: len(d.state_shapes) for key, d in layers.items()}
 
         def each(argument: str, key: int) -> list[Any]:
-            return per_state(self.options[argument], counts[key], argument, f"layer '{layers[key].path}'")
+            return per_state(self.per_state[argument], counts[key], argument, f"layer '{layers[key].path}'")
 
         flat = [api.initializers.get("zeros" if v is None else v) for key in layers for v in each("initializer", key)]
         flat = distinct_initializers(flat)
@@ -619,27 +624,17 @@ class Planner:
         return dataclasses.replace(decision, state_shapes=flat, structure=structure)
 
 
-def make_plan(
-    model: Any,
-    *,
-    layers: LayerSelection = None,
-    initializer: Any = "zeros",
-    regularizer: Any = None,
-    constraint: Any = None,
-    context: str | None = None,
-    num_ids: int | None = None,
-) -> Plan:
+def make_plan(model: Any, options: RetrofitOptions) -> Plan:
     """Walks `model` once and returns the plan the rewrite executes (see `plan_trainable_initial_states`)."""
     adapter = model_adapter(model)
-    conditioning = find_context(adapter, model, context, num_ids)
+    conditioning = find_context(adapter, model, options.context, options.num_ids)
     found = reachable_recurrent_layers(adapter, model)
-    selected = selector(layers, found)
-    if layers is not None and found and not any(selected(path, layer) for path, layer in found):
+    selected = selector(options.layers, found)
+    if options.layers is not None and found and not any(selected(path, layer) for path, layer in found):
         raise ValueError(
             f"Argument `layers` selects none of the recurrent layers of model '{model.name}': "
-            f"{[path for path, _ in found]}. Received: layers={layers!r}"
+            f"{[path for path, _ in found]}. Received: layers={options.layers!r}"
         )
-    options = {"initializer": initializer, "regularizer": regularizer, "constraint": constraint}
     planner = Planner(adapter, selected, options, conditioning)
     if conditioning is not None:  # the rebuild replays the calls that compute the context first
         planner.calls_of[id(model)] = conditioning.calls
@@ -784,12 +779,12 @@ def plan_trainable_initial_states(
 
     ```
     """
-    return make_plan(
-        model,
+    options = RetrofitOptions(
         layers=layers,
         initializer=initializer,
         regularizer=regularizer,
         constraint=constraint,
         context=context,
         num_ids=num_ids,
-    ).decisions
+    )
+    return make_plan(model, options).decisions

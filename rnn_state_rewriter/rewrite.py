@@ -23,7 +23,6 @@ from typing import Any, Literal
 import numpy as np
 
 from rnn_state_rewriter import surgery
-from rnn_state_rewriter.arguments import check_noise_stddev
 from rnn_state_rewriter.backend import Adapter, adapter_for
 from rnn_state_rewriter.check import (
     Probe,
@@ -33,7 +32,6 @@ from rnn_state_rewriter.check import (
     needs_check,
     probe_batch,
     run_model,
-    wants_check,
 )
 from rnn_state_rewriter.layer_copy import (
     build_sublayers_like,
@@ -43,10 +41,10 @@ from rnn_state_rewriter.layer_copy import (
     name_sublayers_like,
 )
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState, classes_of
+from rnn_state_rewriter.options import LayerSelection, RetrofitOptions
 from rnn_state_rewriter.plan import (
     Action,
     Decision,
-    LayerSelection,
     Plan,
     PlannedCall,
     Route,
@@ -214,8 +212,7 @@ def add_trainable_initial_states(
 
     ```
     """
-    new_model, _ = retrofit(
-        model,
+    options = RetrofitOptions(
         layers=layers,
         initializer=initializer,
         regularizer=regularizer,
@@ -228,56 +225,32 @@ def add_trainable_initial_states(
         sample=sample,
         in_place=in_place,
     )
-    return new_model
+    return retrofit(model, options)[0]
 
 
-def retrofit(
-    model: Any,
-    *,
-    layers: LayerSelection = None,
-    initializer: Any = "zeros",
-    regularizer: Any = None,
-    constraint: Any = None,
-    noise_stddev: float = 0.0,
-    context: str | None = None,
-    num_ids: int | None = None,
-    freeze_base: bool = False,
-    check: bool | Literal["auto"] = "auto",
-    sample: Any = None,
-    in_place: bool = False,
-    plan: Plan | None = None,
-) -> tuple[Any, Probe | None]:
+def retrofit(model: Any, options: RetrofitOptions, plan: Plan | None = None) -> tuple[Any, Probe | None]:
     """`add_trainable_initial_states`, also returning what its self-check measured (None if not checked).
 
-    `plan`, if given, is the plan of `model` made with the same `layers`,
-    `initializer`, `regularizer`, `constraint`, `context` and `num_ids`
+    `plan`, if given, is the plan of `model` made with the same options
     (`make_plan`), executed as it is.
     """
-    check_noise_stddev(noise_stddev, "`add_trainable_initial_states`")
-    run_check = wants_check(check)
     if plan is None:
-        plan = make_plan(
-            model,
-            layers=layers,
-            initializer=initializer,
-            regularizer=regularizer,
-            constraint=constraint,
-            context=context,
-            num_ids=num_ids,
-        )
+        plan = make_plan(model, options)
     elif plan.model is not model:
         raise ValueError(f"Argument `plan` is the plan of model '{plan.model.name}', not of model '{model.name}'")
     adapter = plan.adapter
     graph = is_graph_model(adapter, model)
-    if in_place and graph:
+    if options.in_place and graph:
         raise ValueError(
             f"Argument `in_place=True` is for subclassed models; model '{model.name}' is a "
             f"{type(model).__name__} model, which is always copied. Received: in_place=True"
         )
+    run_check = options.run_check
     if run_check is None:
-        run_check = sample is not None or needs_check(adapter, model) is not None
-    wrap = _Wrap(plan, noise_stddev)
+        run_check = options.sample is not None or needs_check(adapter, model) is not None
+    wrap = _Wrap(plan)
     expected = None
+    sample = options.sample
     if graph:
         new_model, rebuild = wrap.graph(model, "")
         variables: list[Any] = []
@@ -285,7 +258,7 @@ def retrofit(
     else:
         given = sample
         inputs = functools.cache(lambda: probe_batch(adapter, model) if given is None else given)
-        if in_place:
+        if options.in_place:
             expected = run_model(adapter, model, inputs()) if run_check else None
             new_model = model
         else:
@@ -299,14 +272,14 @@ def retrofit(
         probe = check_copy(
             adapter, model, new_model, state_variables=variables, sample=sample, expected=expected, diagnose=diagnose
         )
-    if freeze_base:
+    if options.freeze_base:
         _freeze_all_but_states(adapter, new_model)
-    if not in_place:
+    if not options.in_place:
         compile_like(adapter, new_model, model)
     return new_model, probe
 
 
-def _rebuild_graph(plan: Plan, graph: Any, noise_stddev: float) -> tuple[Any, list[Any], GraphRebuild]:
+def _rebuild_graph(plan: Plan, graph: Any) -> tuple[Any, list[Any], GraphRebuild]:
     """The graph route over `graph` (the model or a graph submodel the plan walked): a `TrainableInitialState`
     in front of each call site the plan adds states to, or, for a stateful layer, a `TrainableInitialStateRNN`
     around it (route `"wrap"`)."""
@@ -318,7 +291,7 @@ def _rebuild_graph(plan: Plan, graph: Any, noise_stddev: float) -> tuple[Any, li
             "initializer": list(decision.initializers),
             "regularizer": list(decision.regularizers),
             "constraint": list(decision.constraints),
-            "noise_stddev": noise_stddev,
+            "noise_stddev": plan.options.noise_stddev,
             "context_dim": decision.context_dim,
             "num_ids": decision.num_ids,
             "name": decision.state_name,
@@ -368,17 +341,16 @@ class _Wrap:
     the graph route from the same plan, which walked it.
     """
 
-    def __init__(self, plan: Plan, noise_stddev: float) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.adapter = plan.adapter
         self.plan = plan
-        self.noise_stddev = noise_stddev
         self.variables: list[Any] = []
         self.made: set[int] = set()
 
     def graph(self, model: Any, prefix: str) -> tuple[Any, GraphRebuild]:
         """The copy of graph model `model` (planned at `prefix`), its layers' attributes operated on."""
         adapter = self.adapter
-        new_model, state_layers, rebuild = _rebuild_graph(self.plan, model, self.noise_stddev)
+        new_model, state_layers, rebuild = _rebuild_graph(self.plan, model)
         self.variables += [v for layer in state_layers for v in [*layer.state_variables, *layer.context_maps]]
         for inner, layer in layers_in_tree(adapter, new_model):
             if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
@@ -400,7 +372,7 @@ class _Wrap:
             initializer=list(decision.initializers),
             regularizer=list(decision.regularizers),
             constraint=list(decision.constraints),
-            noise_stddev=self.noise_stddev,
+            noise_stddev=self.plan.options.noise_stddev,
             name=site.layer.name,
         )
         self.adapter.build_in_place_of(wrapper, site.layer)

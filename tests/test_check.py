@@ -7,6 +7,7 @@ import pytest
 from conftest import assert_same_weights, snapshot, to_numpy
 
 import rnn_state_rewriter as rsr
+from rnn_state_rewriter.options import RetrofitOptions
 from rnn_state_rewriter.rewrite import retrofit
 
 
@@ -54,7 +55,7 @@ def test_check_false_returns_the_copy_unchecked(K):
 def test_the_check_measures_the_largest_change_on_a_sample_the_user_gives(K):
     model = K.Sequential([K.Input((5, 3)), K.layers.GRU(4, name="gru"), K.layers.Dense(2)])
     sample = np.random.default_rng(0).normal(size=(7, 5, 3)).astype("float32")
-    new, probe = retrofit(model, sample=sample)
+    new, probe = retrofit(model, RetrofitOptions(sample=sample))
     assert probe.samples == 7
     assert probe.max_change < 1e-5
     assert "gru_initial_state" in [layer.name for layer in new.layers]
@@ -71,11 +72,11 @@ def test_the_probe_batch_fits_integer_ids_masks_and_fixed_batches(K):
     mask = K.Input((6,), dtype="bool", name="mask")
     x = K.layers.Embedding(3, 4, name="embedding")(ids)  # ids >= 3 would fail
     model = K.Model([ids, mask], K.layers.LSTM(2, name="lstm")(x, mask=mask))
-    _, probe = retrofit(model, check=True)
+    _, probe = retrofit(model, RetrofitOptions(check=True))
     assert probe.max_change < 1e-5
 
     fixed = K.Sequential([K.Input((5, 2), batch_size=4), K.layers.LSTM(3, name="lstm")])
-    _, probe = retrofit(fixed, check=True)
+    _, probe = retrofit(fixed, RetrofitOptions(check=True))
     assert probe.samples == 4
 
 
@@ -98,16 +99,16 @@ def test_the_check_leaves_the_carried_state_of_stateful_layers_as_it_was(K):
 def test_by_default_the_check_runs_where_the_construction_cannot_vouch_for_the_copy(K):
     x = np.random.default_rng(2).normal(size=(8, 3)).astype("float32")
     builtin = K.Sequential([K.Input((5, 3)), K.layers.Bidirectional(K.layers.LSTM(4)), K.layers.Dense(2)])
-    assert retrofit(builtin)[1] is None  # exact by construction: not run
-    assert retrofit(builtin, check=True)[1].max_change < 1e-5
+    assert retrofit(builtin, RetrofitOptions())[1] is None  # exact by construction: not run
+    assert retrofit(builtin, RetrofitOptions(check=True))[1].max_change < 1e-5
 
     norm = K.layers.Normalization(name="norm")
     norm.adapt(x)
     adapted = K.Sequential([K.Input((5, 3)), norm, K.layers.LSTM(4, name="lstm")])
     custom = K.Sequential([K.Input((5, 3)), hidden_state_layer(K)(name="shift"), K.layers.LSTM(4, name="lstm")])
     for model in (adapted, custom):
-        assert retrofit(model)[1].samples == 3, model.layers
-        assert retrofit(model, check=False)[1] is None
+        assert retrofit(model, RetrofitOptions())[1].samples == 3, model.layers
+        assert retrofit(model, RetrofitOptions(check=False))[1] is None
 
 
 def test_a_lambda_is_vouched_for_its_copy_holds_the_same_live_function(K):
@@ -116,10 +117,10 @@ def test_a_lambda_is_vouched_for_its_copy_holds_the_same_live_function(K):
 
     for function in (double, lambda v: v * 3.0):
         model = K.Sequential([K.Input((5, 3)), K.layers.Lambda(function, name="f"), K.layers.LSTM(4, name="lstm")])
-        new_model, probe = retrofit(model)
+        new_model, probe = retrofit(model, RetrofitOptions())
         assert probe is None  # exact by construction: not run
         assert new_model.get_layer("f").function is function
-        assert retrofit(model, check=True)[1].max_change < 1e-5
+        assert retrofit(model, RetrofitOptions(check=True))[1].max_change < 1e-5
 
 
 def test_check_takes_auto_true_or_false(K):

@@ -15,6 +15,7 @@ from conftest import BACKEND, assert_same_weights, snapshot, to_numpy
 
 import rnn_state_rewriter as rsr
 from rnn_state_rewriter.check import probe_batch
+from rnn_state_rewriter.options import RetrofitOptions
 from rnn_state_rewriter.rewrite import retrofit
 
 
@@ -283,7 +284,7 @@ def test_a_float_input_feeding_an_embedding_gets_ids_in_range(K, is_keras3):
         assert batch.dtype == np.float32 and np.all(batch == np.round(batch))
         assert 0 <= batch.min() and batch.max() < 10
 
-    new_model, probe = retrofit(model)  # checked: it holds a custom layer
+    new_model, probe = retrofit(model, RetrofitOptions())  # checked: it holds a custom layer
     assert probe.max_change < 1e-5
 
 
@@ -322,7 +323,7 @@ def test_a_ctc_loss_in_a_lambda_retrofits_in_one_line(K, is_keras3):
         np.full((2, 1), 5, "int64"),
     ]
 
-    new_model, probe = retrofit(model)
+    new_model, probe = retrofit(model, RetrofitOptions())
 
     assert probe is None  # vouched for: the copy's Lambda holds the same live function
     assert new_model.get_layer("ctc").function is function
@@ -442,7 +443,9 @@ def test_a_subclassed_model_of_two_inputs_holding_a_two_argument_model_retrofits
     expected = decoder(batch)
     before = snapshot(decoder)
 
-    new_model, probe = retrofit(decoder)  # no `sample=`: the shapes it was built on make the probe batch
+    new_model, probe = retrofit(
+        decoder, RetrofitOptions()
+    )  # no `sample=`: the shapes it was built on make the probe batch
 
     assert probe is not None and probe.max_change < 1e-5
     assert same(expected, new_model(batch)) < 1e-6
@@ -467,7 +470,7 @@ def test_a_model_whose_call_takes_several_arguments_takes_them_as_a_tuple_sample
 
     with pytest.raises(ValueError, match=r"3 arguments of its `call`.*`sample=`"):
         rsr.add_trainable_initial_states(decoder)
-    new_model, probe = retrofit(decoder, sample=args)
+    new_model, probe = retrofit(decoder, RetrofitOptions(sample=args))
     assert probe.max_change < 1e-5
     assert same(expected, new_model(*args)) < 1e-6
     unchecked = rsr.add_trainable_initial_states(decoder, check=False)

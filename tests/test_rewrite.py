@@ -428,6 +428,7 @@ def test_one_initializer_object_gives_every_state_of_every_layer_its_own_draw(K)
 def test_the_retrofit_walks_each_graph_once_and_executes_the_plan_it_is_given(K, monkeypatch):
     """One walk makes the plan; the rebuild replays it without reading any graph again."""
     from rnn_state_rewriter.backend import adapter_for
+    from rnn_state_rewriter.options import RetrofitOptions
     from rnn_state_rewriter.plan import Action, Route, make_plan
     from rnn_state_rewriter.rewrite import retrofit
 
@@ -440,7 +441,8 @@ def test_the_retrofit_walks_each_graph_once_and_executes_the_plan_it_is_given(K,
     call_sites = generation.call_sites
     monkeypatch.setattr(generation, "call_sites", lambda graph: walked.append(graph.name) or call_sites(graph))
 
-    plan = make_plan(model, initializer="ones")
+    options = RetrofitOptions(initializer="ones", check=False)
+    plan = make_plan(model, options)
     assert sorted(walked) == ["sub", "top"]
     assert [(d.path, d.action, d.route, d.batch_axis) for d in plan.decisions] == [
         ("sub/lstm", Action.ADD, Route.GRAPH, 0),
@@ -448,11 +450,11 @@ def test_the_retrofit_walks_each_graph_once_and_executes_the_plan_it_is_given(K,
     ]
     assert [len(d.initializers) for d in plan.decisions] == [2, 1]
     walked.clear()
-    new_model, _ = retrofit(model, initializer="ones", plan=plan, check=False)
+    new_model, _ = retrofit(model, options, plan)
     assert walked == []
     assert {name: [v.tolist() for v in values] for name, values in rsr.initial_states(new_model).items()} == {
         "sub/lstm": [[1.0] * 4, [1.0] * 4],
         "gru": [[1.0] * 2],
     }
     with pytest.raises(ValueError, match="plan of model 'top'"):
-        retrofit(K.models.clone_model(model), plan=plan)
+        retrofit(K.models.clone_model(model), options, plan)

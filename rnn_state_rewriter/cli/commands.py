@@ -40,26 +40,24 @@ def command_add(args: argparse.Namespace) -> int:
         raise CliError(f"{args.output}: exists; pass --force to replace it")
     model = _load(args, args.input)
 
+    from rnn_state_rewriter.options import RetrofitOptions
     from rnn_state_rewriter.plan import make_plan
     from rnn_state_rewriter.rewrite import retrofit
 
     try:
+        options = RetrofitOptions(
+            layers=args.layers,
+            initializer=args.initializer,
+            context=args.context,
+            num_ids=args.num_ids,
+            noise_stddev=args.noise_stddev,
+            freeze_base=args.freeze_base,
+            check="auto" if args.check == "auto" else args.check == "always",
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            plan = make_plan(
-                model, layers=args.layers, initializer=args.initializer, context=args.context, num_ids=args.num_ids
-            )
-            new_model, probe = retrofit(
-                model,
-                layers=args.layers,
-                initializer=args.initializer,
-                context=args.context,
-                num_ids=args.num_ids,
-                noise_stddev=args.noise_stddev,
-                freeze_base=args.freeze_base,
-                check="auto" if args.check == "auto" else args.check == "always",
-                plan=plan,
-            )
+            plan = make_plan(model, options)
+            new_model, probe = retrofit(model, options, plan)
     except (TypeError, ValueError) as error:
         raise CliError(str(error)) from error
     save_atomically(new_model, args.output, args.force)
