@@ -30,10 +30,10 @@ _PUBLIC = {
     "TrainableInitialState": "rnn_state_rewriter.layers",
     "TrainableInitialStateRNN": "rnn_state_rewriter.layers",
     "add_trainable_initial_states": "rnn_state_rewriter.rewrite",
-    "remove_trainable_initial_states": "rnn_state_rewriter.rewrite",
-    "initial_states": "rnn_state_rewriter.rewrite",
-    "context_maps": "rnn_state_rewriter.rewrite",
-    "reset_states": "rnn_state_rewriter.rewrite",
+    "remove_trainable_initial_states": "rnn_state_rewriter.remove",
+    "initial_states": "rnn_state_rewriter.readout",
+    "context_maps": "rnn_state_rewriter.readout",
+    "reset_states": "rnn_state_rewriter.readout",
     "plan_trainable_initial_states": "rnn_state_rewriter.plan",
     "Decision": "rnn_state_rewriter.plan",
     "state_shapes": "rnn_state_rewriter.states",
@@ -51,13 +51,9 @@ if _TYPE_CHECKING:  # the names, for type checkers and editors
     from rnn_state_rewriter.export import to_tflite  # noqa: F401
     from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN  # noqa: F401
     from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states  # noqa: F401
-    from rnn_state_rewriter.rewrite import (  # noqa: F401
-        add_trainable_initial_states,
-        context_maps,
-        initial_states,
-        remove_trainable_initial_states,
-        reset_states,
-    )
+    from rnn_state_rewriter.readout import context_maps, initial_states, reset_states  # noqa: F401
+    from rnn_state_rewriter.remove import remove_trainable_initial_states  # noqa: F401
+    from rnn_state_rewriter.rewrite import add_trainable_initial_states  # noqa: F401
     from rnn_state_rewriter.states import is_recurrent, state_shapes  # noqa: F401
 
 
