@@ -8,9 +8,6 @@ from typing import Any
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
-from rnn_state_rewriter.check import (
-    probe_batch,
-)
 from rnn_state_rewriter.layer_copy import (
     compile_like,
 )
@@ -22,6 +19,7 @@ from rnn_state_rewriter.plan import (
     model_adapter,
     state_layer_feeding,
 )
+from rnn_state_rewriter.probing import probe_batch
 from rnn_state_rewriter.rebuild import MISSING, GraphRebuild, Site
 from rnn_state_rewriter.rewrite import copy_subclassed
 

@@ -21,15 +21,7 @@ from typing import Any, Literal
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
-from rnn_state_rewriter.check import (
-    Probe,
-    call_model,
-    check_copy,
-    first_differing,
-    needs_check,
-    probe_batch,
-    run_model,
-)
+from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check
 from rnn_state_rewriter.execute import Executor
 from rnn_state_rewriter.layer_copy import (
     build_sublayers_like,
@@ -45,6 +37,7 @@ from rnn_state_rewriter.plan import (
     is_graph_model,
     make_plan,
 )
+from rnn_state_rewriter.probing import call_model, probe_batch, run_model
 
 __all__ = ["add_trainable_initial_states", "retrofit", "copy_subclassed", "state_layers_in"]
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import BACKEND, assert_same_weights, snapshot, to_numpy
 
 import rnn_state_rewriter as rsr
-from rnn_state_rewriter.check import probe_batch
 from rnn_state_rewriter.options import RetrofitOptions
+from rnn_state_rewriter.probing import probe_batch
 from rnn_state_rewriter.rewrite import retrofit
 
 
