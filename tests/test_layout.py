@@ -128,3 +128,18 @@ def test_importing_a_generations_seam_loads_nothing_above_it(generation):
     loaded = set(ast.literal_eval(result.stdout.strip().splitlines()[-1]))
     assert f"{NAME}.backend.{generation}" in loaded
     assert loaded <= SEAM | BELOW_THE_SEAM | {f"{NAME}._registration"}, loaded - SEAM - BELOW_THE_SEAM
+
+
+def test_every_subpackage_goes_into_the_wheel():
+    """`pip install rnn-state-rewriter` (not editable) must install `backend/`, `layers/` and `cli/` too."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = config.get("packages")
+    include = config.get("packages", {}).get("find", {}).get("include", []) if isinstance(listed, dict) else listed
+    packages = {module_name(path.parent) for path in PACKAGE.rglob("__init__.py")}
+    assert {f"{NAME}.backend", f"{NAME}.layers", f"{NAME}.cli"} <= packages
+    missing = [name for name in packages if not any(fnmatch.fnmatchcase(name, pattern) for pattern in include)]
+    assert missing == [], f"not in the wheel: {missing}"
