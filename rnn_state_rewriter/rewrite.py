@@ -224,11 +224,9 @@ def retrofit(model: Any, options: RetrofitOptions, plan: Plan | None = None) -> 
     sample = options.sample
     if graph:
         new_model, rebuild = wrap.graph(model, "")
-        variables: list[Any] = []
         diagnose = functools.partial(first_differing, adapter, rebuild.outputs, model, new_model)
     else:
-        given = sample
-        inputs = functools.cache(lambda: probe_batch(adapter, model) if given is None else given)
+        inputs = functools.cache(lambda: probe_batch(adapter, model) if options.sample is None else options.sample)
         if options.in_place:
             expected = run_model(adapter, model, inputs()) if run_check else None
             new_model = model
@@ -236,12 +234,17 @@ def retrofit(model: Any, options: RetrofitOptions, plan: Plan | None = None) -> 
             new_model = copy_subclassed(adapter, model, inputs)
         surgery.replace(adapter, surgery.find_sites(adapter, new_model), wrap)
         wrap.remember(new_model)
-        sample, variables, diagnose = (inputs() if run_check else None), [], None
-    variables += wrap.variables
+        sample, diagnose = (inputs() if run_check else None), None
     probe = None
     if run_check:
         probe = check_copy(
-            adapter, model, new_model, state_variables=variables, sample=sample, expected=expected, diagnose=diagnose
+            adapter,
+            model,
+            new_model,
+            state_variables=wrap.variables,
+            sample=sample,
+            expected=expected,
+            diagnose=diagnose,
         )
     if options.freeze_base:
         _freeze_all_but_states(adapter, new_model)
