@@ -149,17 +149,25 @@ def variable_ids(model) -> set[int]:
 
 def property_settings(request: pytest.FixtureRequest) -> Any:
     """Hypothesis settings of the property tests: 500 examples with `--slow`, else `RSR_EXAMPLES` (4),
-    derandomized (CI runs a fixed sample), no deadline, no example database."""
-    from hypothesis import HealthCheck, settings
+    derandomized (CI runs a fixed sample), no deadline, no example database.
+
+    `RSR_SEED=N` draws from seed N instead of the fixed sequence, so that a long run can be split
+    into shards of other examples (on several machines or days): `RSR_SEED=1 RSR_EXAMPLES=100`.
+    """
+    from hypothesis import HealthCheck, seed, settings
 
     examples = 500 if request.config.getoption("--slow") else int(os.environ.get("RSR_EXAMPLES", "4"))
-    return settings(
+    shard = os.environ.get("RSR_SEED")
+    chosen = settings(
         max_examples=examples,
         deadline=None,
-        derandomize=True,
+        derandomize=shard is None,
         suppress_health_check=list(HealthCheck),
         database=None,
     )
+    if shard is None:
+        return chosen
+    return lambda test: seed(int(shard))(chosen(test))
 
 
 def release_compiled_code() -> None:
