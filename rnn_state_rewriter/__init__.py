@@ -34,7 +34,7 @@ _PUBLIC = {
     "initial_states": "rnn_state_rewriter.readout",
     "context_maps": "rnn_state_rewriter.readout",
     "reset_states": "rnn_state_rewriter.readout",
-    "plan_trainable_initial_states": "rnn_state_rewriter.plan",
+    "plan_trainable_initial_states": "rnn_state_rewriter.decide",
     "Decision": "rnn_state_rewriter.plan",
     "state_shapes": "rnn_state_rewriter.states",
     "is_recurrent": "rnn_state_rewriter.states",
@@ -48,9 +48,10 @@ __version__ = "0.1.0"
 
 if _TYPE_CHECKING:  # the names, for type checkers and editors
     from rnn_state_rewriter.check import RetrofitMismatchError  # noqa: F401
+    from rnn_state_rewriter.decide import plan_trainable_initial_states  # noqa: F401
     from rnn_state_rewriter.export import to_tflite  # noqa: F401
     from rnn_state_rewriter.layers import TrainableInitialState, TrainableInitialStateRNN  # noqa: F401
-    from rnn_state_rewriter.plan import Decision, plan_trainable_initial_states  # noqa: F401
+    from rnn_state_rewriter.plan import Decision  # noqa: F401
     from rnn_state_rewriter.readout import context_maps, initial_states, reset_states  # noqa: F401
     from rnn_state_rewriter.remove import remove_trainable_initial_states  # noqa: F401
     from rnn_state_rewriter.rewrite import add_trainable_initial_states  # noqa: F401

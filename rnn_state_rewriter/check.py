@@ -35,8 +35,8 @@ import numpy as np
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.generation import KERAS_PACKAGES
 from rnn_state_rewriter.layer_copy import describe_error
-from rnn_state_rewriter.plan import layers_in_tree
 from rnn_state_rewriter.probing import Zeroed, as_numpy, probe_batch, run_model
+from rnn_state_rewriter.walk import Inventory
 
 __all__ = [
     "RetrofitMismatchError",
@@ -101,16 +101,17 @@ def _unvouched(layer: Any) -> str | None:
     return None
 
 
-def needs_check(adapter: Adapter, model: Any) -> str | None:
-    """Why the copy of `model` must be run to be vouched for (naming a layer), or None if it need not.
+def needs_check(inventory: Inventory) -> str | None:
+    """Why the copy of the walked model must be run to be vouched for (naming a layer), or None if it need not.
 
-    None when `model` is a Functional or Sequential model whose layers, at
+    None when the model is a Functional or Sequential model whose layers, at
     any depth, are all Keras' own layers, other than `Lambda` and the
     preprocessing layers: such a copy is exact by construction.
     """
+    adapter, model = inventory.adapter, inventory.model
     if not (adapter.is_functional(model) or adapter.is_sequential(model)):
         return f"model '{model.name}' is subclassed: the rewrite cannot read its `call`"
-    for prefix, layer in layers_in_tree(adapter, model):
+    for prefix, layer in inventory.tree:
         for part in [layer, *adapter.sublayers(layer)]:
             if adapter.is_functional(part) or adapter.is_sequential(part):
                 continue

@@ -14,15 +14,9 @@ from typing import Any
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.layers import SequenceMask, classes_of
-from rnn_state_rewriter.plan import (
-    Action,
-    Decision,
-    Plan,
-    Route,
-    is_graph_model,
-    layers_in_tree,
-)
+from rnn_state_rewriter.plan import Action, Decision, Plan, Route
 from rnn_state_rewriter.rebuild import GraphRebuild, Site
+from rnn_state_rewriter.walk import is_graph_model, layers_in_tree
 
 __all__ = ["Executor"]
 

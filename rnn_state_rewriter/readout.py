@@ -6,15 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import adapter_for
-from rnn_state_rewriter.plan import (
-    is_graph_model,
-    layers_in_tree,
-    model_adapter,
-    state_layer_feeding,
-)
 from rnn_state_rewriter.states import is_stateful, reset_carried_state
+from rnn_state_rewriter.walk import state_layer_feeding, walk
 
 __all__ = ["context_maps", "initial_states", "reset_states"]
 
@@ -85,39 +79,24 @@ def context_maps(model: Any) -> dict[str, list[np.ndarray]]:
 
 def _state_values(model: Any, attribute: str) -> dict[str, list[np.ndarray]]:
     """The values of `attribute` (a list of variables) of every state layer and wrapper, by recurrent layer."""
-    adapter = model_adapter(model)
+    inventory = walk(model)
+    adapter = inventory.adapter
     result: dict[str, list[np.ndarray]] = {}
 
     def values(layer: Any) -> list[np.ndarray]:
         return [np.array(v.numpy()) for v in getattr(layer, attribute)]
 
-    def add_call_sites(container: Any, prefix: str) -> None:
-        for layer, args, kwargs, _ in adapter.call_sites(container):
-            if adapter.recurrent_kind(layer) in ("rnn", "bidirectional"):
-                state_layer = state_layer_feeding(adapter, layer, args, kwargs)
-                if state_layer is not None:
-                    result.setdefault(prefix + layer.name, values(state_layer))
-
-    def add_held(layer: Any, prefix: str) -> None:
-        for site in surgery.find_sites(adapter, layer, prefix):
-            if adapter.recurrent_kind(site.layer) == "trainable":
-                result.setdefault(site.name, values(site.layer))
-            elif is_graph_model(adapter, site.layer):
-                for name, states in _state_values(site.layer, attribute).items():
-                    result.setdefault(f"{site.name}/{name}", states)
-
-    if not is_graph_model(adapter, model):
-        add_held(model, "")
-        return result
-    if adapter.is_functional(model):
-        add_call_sites(model, "")
-    for prefix, layer in layers_in_tree(adapter, model):
-        if adapter.recurrent_kind(layer) == "trainable":
-            result[prefix + layer.name] = values(layer)
-        elif adapter.is_functional(layer):
-            add_call_sites(layer, f"{prefix}{layer.name}/")
-        elif not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
-            add_held(layer, f"{prefix}{layer.name}/")
+    for call in inventory.recurrent_calls:  # wrappers in graphs, and calls fed by a state layer
+        kind = adapter.recurrent_kind(call.layer)
+        if kind == "trainable":
+            result.setdefault(call.path, values(call.layer))
+        elif kind in ("rnn", "bidirectional"):
+            state_layer = state_layer_feeding(adapter, call.layer, call.args, call.kwargs)
+            if state_layer is not None:
+                result.setdefault(call.path, values(state_layer))
+    for site in inventory.surgery_sites:  # wrappers surgery put in attributes
+        if adapter.recurrent_kind(site.layer) == "trainable":
+            result.setdefault(site.name, values(site.layer))
     return result
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.layer_copy import clone_layer, copy_weights, name_sublayers_like
-from rnn_state_rewriter.plan import Decision, PlannedCall, is_graph_model, layers_in_tree
+from rnn_state_rewriter.plan import Decision, PlannedCall
+from rnn_state_rewriter.walk import is_graph_model, layers_in_tree
 
 __all__ = ["GraphRebuild", "Site", "MISSING"]
 

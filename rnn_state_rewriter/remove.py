@@ -12,16 +12,11 @@ from rnn_state_rewriter.layer_copy import (
     compile_like,
 )
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState
-from rnn_state_rewriter.plan import (
-    PlannedCall,
-    is_graph_model,
-    layers_in_tree,
-    model_adapter,
-    state_layer_feeding,
-)
+from rnn_state_rewriter.plan import PlannedCall
 from rnn_state_rewriter.probing import probe_batch
 from rnn_state_rewriter.rebuild import MISSING, GraphRebuild, Site
 from rnn_state_rewriter.rewrite import copy_subclassed
+from rnn_state_rewriter.walk import is_graph_model, layers_in_tree, model_adapter, state_layer_feeding
 
 __all__ = ["remove_trainable_initial_states"]
 

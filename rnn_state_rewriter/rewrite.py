@@ -22,6 +22,7 @@ from typing import Any, Literal
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check
+from rnn_state_rewriter.decide import make_plan
 from rnn_state_rewriter.execute import Executor
 from rnn_state_rewriter.layer_copy import (
     build_sublayers_like,
@@ -32,12 +33,9 @@ from rnn_state_rewriter.layer_copy import (
 )
 from rnn_state_rewriter.layers import TrainableInitialState
 from rnn_state_rewriter.options import LayerSelection, RetrofitOptions
-from rnn_state_rewriter.plan import (
-    Plan,
-    is_graph_model,
-    make_plan,
-)
+from rnn_state_rewriter.plan import Plan
 from rnn_state_rewriter.probing import call_model, probe_batch, run_model
+from rnn_state_rewriter.walk import is_graph_model
 
 __all__ = ["add_trainable_initial_states", "retrofit", "copy_subclassed", "state_layers_in"]
 
@@ -218,7 +216,7 @@ def retrofit(model: Any, options: RetrofitOptions, plan: Plan | None = None) -> 
         )
     run_check = options.run_check
     if run_check is None:
-        run_check = options.sample is not None or needs_check(adapter, model) is not None
+        run_check = options.sample is not None or needs_check(plan.inventory) is not None
     wrap = Executor(plan)
     expected = None
     sample = options.sample

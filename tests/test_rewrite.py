@@ -428,8 +428,9 @@ def test_one_initializer_object_gives_every_state_of_every_layer_its_own_draw(K)
 def test_the_retrofit_walks_each_graph_once_and_executes_the_plan_it_is_given(K, monkeypatch):
     """One walk makes the plan; the rebuild replays it without reading any graph again."""
     from rnn_state_rewriter.backend import adapter_for
+    from rnn_state_rewriter.decide import make_plan
     from rnn_state_rewriter.options import RetrofitOptions
-    from rnn_state_rewriter.plan import Action, Route, make_plan
+    from rnn_state_rewriter.plan import Action, Route
     from rnn_state_rewriter.rewrite import retrofit
 
     inner = K.Sequential([K.Input((5, 3)), K.layers.LSTM(4, return_sequences=True, name="lstm")], name="sub")

@@ -40,8 +40,8 @@ def command_add(args: argparse.Namespace) -> int:
         raise CliError(f"{args.output}: exists; pass --force to replace it")
     model = _load(args, args.input)
 
+    from rnn_state_rewriter.decide import make_plan
     from rnn_state_rewriter.options import RetrofitOptions
-    from rnn_state_rewriter.plan import make_plan
     from rnn_state_rewriter.rewrite import retrofit
 
     try:
@@ -146,8 +146,8 @@ def command_inspect(args: argparse.Namespace) -> int:
     import numpy as np
 
     import rnn_state_rewriter as rsr
-    from rnn_state_rewriter.plan import recurrent_layers
     from rnn_state_rewriter.states import describe_kind, is_stateful
+    from rnn_state_rewriter.walk import recurrent_layers
 
     try:
         found = recurrent_layers(model)
