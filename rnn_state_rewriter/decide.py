@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rnn_state_rewriter.arguments import distinct_initializers, per_state
+from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.context import Context, find_context
 from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
 from rnn_state_rewriter.options import LayerSelection, RetrofitOptions
@@ -151,7 +152,7 @@ class _Decider:
             sites[call.key] = self.decide_call(call, counts[id(call.layer)] - 1)
         surgery = {site.path: self.decide_surgery(site) for site in inventory.surgery_sites}
         layers = {id(d.layer): d for d in [*sites.values(), *surgery.values()] if d.action is Action.ADD}
-        options = self.per_state_options(layers)
+        options = _per_state_options(self.adapter, self.per_state, layers)
         names = Names([model.name, *(layer.name for layer in self.adapter.sublayers(model))])
         state_names: dict[int, str] = {}
         for key, decision in sites.items():  # in the order the rebuild meets them
@@ -162,11 +163,13 @@ class _Decider:
                     state_names[id(layer)] = layer.name if wrapped else names.new(f"{layer.name}_initial_state")
                 mask_name = names.new(f"{layer.name}_mask") if decision.runtime_mask else ""
                 options[id(layer)] = {**options[id(layer)], "state_name": state_names[id(layer)]}
-                decision = dataclasses.replace(decision, mask_name=mask_name, **self.conditioning(key, decision))
+                decision = dataclasses.replace(
+                    decision, mask_name=mask_name, **_conditioning(self.context, model, key, decision)
+                )
             sites[key] = dataclasses.replace(decision, **options.get(id(decision.layer), {}))
         for decision in surgery.values():
             if decision.action is Action.ADD:
-                self.conditioning(None, decision)
+                _conditioning(self.context, model, None, decision)
         surgery = {path: dataclasses.replace(d, **options.get(id(d.layer), {})) for path, d in surgery.items()}
         graphs = {}
         for graph, graph_calls in inventory.graphs.items():
@@ -245,62 +248,6 @@ class _Decider:
             self.shapes[id(layer)] = structure
         return self.shapes[id(layer)]
 
-    def conditioning(self, key: SiteKey | None, decision: Decision) -> dict[str, Any]:
-        """The context fields of a decision that adds states; the context must reach its call.
-
-        Raises:
-            ValueError: where the call is not in the model's own graph, or is one
-                the context is computed from.
-        """
-        context, model = self.context, self.inventory.model
-        if context is None:
-            return {}
-        if key is None or key[0] != id(model):
-            raise ValueError(
-                f"Argument `context` conditions the states of the recurrent layers in the graph of model "
-                f"'{model.name}' itself, but layer '{decision.path}' is inside a submodel or a custom "
-                "layer, which the context does not reach. Leave it out with `layers=`, or pass the context "
-                f"into that submodel as one of its inputs. Received: context={context.name!r}"
-            )
-        if key[1] in context.computing:
-            raise ValueError(
-                f"Argument `context` names '{context.name}', which is computed from the output of layer "
-                f"'{decision.path}': a context must not depend on the layers it conditions. Leave that "
-                f"layer out with `layers=`, or name another context. Received: context={context.name!r}"
-            )
-        return {
-            "context": context.name,
-            "context_dim": context.context_dim,
-            "num_ids": context.num_ids,
-            "context_tensor": context.tensor,
-        }
-
-    def per_state_options(self, layers: dict[int, Decision]) -> dict[int, dict[str, Any]]:
-        """The initializer, regularizer and constraint of each state of every layer that gets states.
-
-        One initializer object used for every state of every layer would give them
-        all the same values; `distinct_initializers` re-seeds its later uses, so
-        each state is its own draw across the model.
-        """
-        api = self.adapter.keras_api
-        counts = {key: len(d.state_shapes) for key, d in layers.items()}
-
-        def each(argument: str, key: int) -> list[Any]:
-            return per_state(self.per_state[argument], counts[key], argument, f"layer '{layers[key].path}'")
-
-        flat = [api.initializers.get("zeros" if v is None else v) for key in layers for v in each("initializer", key)]
-        flat = distinct_initializers(flat)
-        result: dict[int, dict[str, Any]] = {}
-        start = 0
-        for key in layers:
-            result[key] = {
-                "initializers": tuple(flat[start : start + counts[key]]),
-                "regularizers": tuple(each("regularizer", key)),
-                "constraints": tuple(each("constraint", key)),
-            }
-            start += counts[key]
-        return result
-
 
 def plan_trainable_initial_states(
     model: Any,
@@ -348,3 +295,62 @@ def plan_trainable_initial_states(
         num_ids=num_ids,
     )
     return make_plan(model, options).decisions
+
+
+def _conditioning(context: Context | None, model: Any, key: SiteKey | None, decision: Decision) -> dict[str, Any]:
+    """The context fields of a decision that adds states; the context must reach its call.
+
+    Raises:
+        ValueError: where the call is not in the model's own graph, or is one
+            the context is computed from.
+    """
+    if context is None:
+        return {}
+    if key is None or key[0] != id(model):
+        raise ValueError(
+            f"Argument `context` conditions the states of the recurrent layers in the graph of model "
+            f"'{model.name}' itself, but layer '{decision.path}' is inside a submodel or a custom "
+            "layer, which the context does not reach. Leave it out with `layers=`, or pass the context "
+            f"into that submodel as one of its inputs. Received: context={context.name!r}"
+        )
+    if key[1] in context.computing:
+        raise ValueError(
+            f"Argument `context` names '{context.name}', which is computed from the output of layer "
+            f"'{decision.path}': a context must not depend on the layers it conditions. Leave that "
+            f"layer out with `layers=`, or name another context. Received: context={context.name!r}"
+        )
+    return {
+        "context": context.name,
+        "context_dim": context.context_dim,
+        "num_ids": context.num_ids,
+        "context_tensor": context.tensor,
+    }
+
+
+def _per_state_options(
+    adapter: Adapter, values: dict[str, Any], layers: dict[int, Decision]
+) -> dict[int, dict[str, Any]]:
+    """The initializer, regularizer and constraint of each state of every layer that gets states.
+
+    One initializer object used for every state of every layer would give them
+    all the same values; `distinct_initializers` re-seeds its later uses, so
+    each state is its own draw across the model.
+    """
+    api = adapter.keras_api
+    counts = {key: len(d.state_shapes) for key, d in layers.items()}
+
+    def each(argument: str, key: int) -> list[Any]:
+        return per_state(values[argument], counts[key], argument, f"layer '{layers[key].path}'")
+
+    flat = [api.initializers.get("zeros" if v is None else v) for key in layers for v in each("initializer", key)]
+    flat = distinct_initializers(flat)
+    result: dict[int, dict[str, Any]] = {}
+    start = 0
+    for key in layers:
+        result[key] = {
+            "initializers": tuple(flat[start : start + counts[key]]),
+            "regularizers": tuple(each("regularizer", key)),
+            "constraints": tuple(each("constraint", key)),
+        }
+        start += counts[key]
+    return result

@@ -16,7 +16,7 @@ from rnn_state_rewriter import surgery
 from rnn_state_rewriter.layers import SequenceMask, classes_of
 from rnn_state_rewriter.plan import Action, Decision, Plan, Route
 from rnn_state_rewriter.rebuild import GraphRebuild, Site
-from rnn_state_rewriter.walk import is_graph_model, layers_in_tree
+from rnn_state_rewriter.walk import is_graph_model
 
 __all__ = ["Executor"]
 
@@ -65,7 +65,10 @@ def _rebuild_graph(plan: Plan, graph: Any) -> tuple[Any, list[Any], GraphRebuild
         states = state_layer_for(decision)(args[0], **context)
         return adapter.call_with_initial_state(site.new_layer, args, kwargs, states, runtime_mask=mask)
 
-    rebuild = GraphRebuild(adapter, lambda model: plan.graphs[id(model)], on_call)
+    inventory = plan.inventory
+    rebuild = GraphRebuild(
+        adapter, lambda model: plan.graphs[id(model)], lambda model: inventory.trees[id(model)], on_call
+    )
     return rebuild(graph), list(made.values()), rebuild
 
 
@@ -91,14 +94,20 @@ class Executor:
 
     def graph(self, model: Any, prefix: str) -> tuple[Any, GraphRebuild]:
         """The copy of graph model `model` (planned at `prefix`), its layers' attributes operated on."""
-        adapter = self.adapter
         new_model, state_layers, rebuild = _rebuild_graph(self.plan, model)
         self.variables += [v for layer in state_layers for v in [*layer.state_variables, *layer.context_maps]]
-        for inner, layer in layers_in_tree(adapter, new_model):
-            if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
-                surgery.replace(adapter, surgery.find_sites(adapter, layer, f"{prefix}{inner}{layer.name}/"), self)
-                self.remember(layer)
+        for inner, layer in self.plan.inventory.trees[id(model)]:
+            clone = rebuild.clones.get(id(layer))
+            if self.plan.inventory.sites.get(id(layer)) and clone is not None:
+                self.operate(layer, clone, f"{prefix}{inner}{layer.name}/")
         return new_model, rebuild
+
+    def operate(self, original: Any, copy: Any, prefix: str = "") -> None:
+        """Surgery on `copy` at the places the walk found in `original` (named from `prefix`), looked up by
+        their steps; then `copy` remembers the wrappers for saving."""
+        sites = [surgery.resolve(self.adapter, copy, site) for site in self.plan.inventory.sites[id(original)]]
+        surgery.replace(self.adapter, sites, self)
+        self.remember(copy, sites, prefix)
 
     def __call__(self, site: surgery.Site) -> Any:
         if is_graph_model(self.adapter, site.layer):
@@ -122,15 +131,17 @@ class Executor:
         self.made.add(id(wrapper))
         return wrapper
 
-    def remember(self, root: Any) -> None:
-        """Lets `root` save where the wrappers made here are, so that a `.keras` file loads them back.
+    def remember(self, root: Any, sites: list[surgery.Site], prefix: str) -> None:
+        """Lets `root` save where the wrappers made here are (at `sites`, named from `prefix`), so that a
+        `.keras` file loads them back.
 
         A wrapper that its owner's config carries already (the `layer` of a
         `TimeDistributed`) loads back through that config: the owner keeps its class.
         """
+        now = [surgery.resolve(self.adapter, root, site) for site in sites]  # what each place holds now
         wrapped = {
-            site.path: surgery.wrapper_options(site.layer)
-            for site in surgery.find_sites(self.adapter, root)
+            site.path[len(prefix) :]: surgery.wrapper_options(site.layer)
+            for site in now
             if id(site.layer) in self.made and not surgery.config_holds(self.adapter, site.owner, site.layer)
         }
         if wrapped:

@@ -18,6 +18,7 @@ import numpy as np
 
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.layer_copy import describe_error
+from rnn_state_rewriter.walk import input_readers
 
 __all__ = ["BATCH", "STEPS", "Zeroed", "as_numpy", "call_model", "probe_batch", "run_model", "spreads"]
 
@@ -63,36 +64,6 @@ def run_model(adapter: Adapter, model: Any, inputs: Any) -> Any:
 # ----------------------------------------------------------------------------
 
 
-# Layers that hand their input on with its values unchanged: what reads their output reads the input.
-_PASS_THROUGH = frozenset({"Reshape", "Flatten", "Permute", "RepeatVector", "Masking", "Identity", "InputLayer"})
-
-
-def _readers(adapter: Adapter, model: Any, tensor: Any) -> list[Any]:
-    """The layers of `model` called on the input `tensor`, or on it reshaped (`Reshape`, `Flatten`, ...), and
-    those reading it inside the wrappers (`TimeDistributed`) and graph submodels that read it."""
-    found = []
-    tensors = [tensor]
-    for layer, args, kwargs, outputs in adapter.call_sites(model):
-        if any(t is s for t in adapter.flatten_tensors((args, kwargs)) for s in tensors):
-            found += _inside(adapter, layer)
-            if type(layer).__name__ in _PASS_THROUGH:
-                tensors += list(outputs)
-    return found
-
-
-def _inside(adapter: Adapter, layer: Any) -> list[Any]:
-    """`layer`, and what reads its input inside it: the layer a wrapper wraps, the readers of a graph model's
-    inputs."""
-    found = [layer]
-    inner = getattr(layer, "layer", None)
-    if isinstance(inner, adapter.keras_api.layers.Layer):
-        found += _inside(adapter, inner)
-    if adapter.is_functional(layer) or adapter.is_sequential(layer):
-        for tensor in adapter.flatten_tensors(adapter.model_inputs(layer)):
-            found += _readers(adapter, layer, tensor)
-    return found
-
-
 def _id_range(layers: list[Any]) -> int:
     """How many integer ids every reader accepts: the smallest `input_dim` of the embeddings (or `num_ids` of
     the states conditioned on ids), else 10."""
@@ -124,7 +95,7 @@ def _sample(adapter: Adapter, model: Any, tensor: Any, rng: np.random.Generator)
     batch = shape[0] if shape and shape[0] is not None else BATCH
     shape = [batch, *(STEPS if dim is None else dim for dim in shape[1:])]
     dtype = str(getattr(tensor.dtype, "name", tensor.dtype))
-    readers = _readers(adapter, model, tensor)
+    readers = input_readers(adapter, model, tensor)
     if dtype == "string":
         words = _words(readers)
         flat = [" ".join(rng.choice(words, size=3)) for _ in range(int(np.prod(shape)))]

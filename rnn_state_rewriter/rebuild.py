@@ -17,9 +17,10 @@ import numpy as np
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
-from rnn_state_rewriter.layer_copy import clone_layer, copy_weights, name_sublayers_like
+from rnn_state_rewriter.layer_copy import clone_layer, name_sublayers_like
 from rnn_state_rewriter.plan import Decision, PlannedCall
-from rnn_state_rewriter.walk import is_graph_model, layers_in_tree
+from rnn_state_rewriter.state_copy import copy_weights
+from rnn_state_rewriter.walk import is_graph_model
 
 __all__ = ["GraphRebuild", "Site", "MISSING"]
 
@@ -70,8 +71,9 @@ MISSING = _Missing()
 class GraphRebuild:
     """Clones a model layer by layer, replaying the calls of each graph model.
 
-    `calls(graph)` gives the calls of a graph model in graph order (the plan's,
-    for a retrofit). `on_call(site)` returns the outputs of the call in the new
+    `calls(graph)` gives the calls of a graph model in graph order, `tree(graph)`
+    its layers and its submodels' (`walk.layers_in_tree`), both as the walk
+    recorded them. `on_call(site)` returns the outputs of the call in the new
     graph (None for a dropped layer). `substitute(layer)` names the layer whose clone replaces
     `layer` (None to drop it); `prepare(layer, clone)` is run on each new clone before it is built.
     Every layer is cloned once, before anything is
@@ -84,6 +86,7 @@ class GraphRebuild:
         self,
         adapter: Adapter,
         calls: Callable[[Any], list[PlannedCall]],
+        tree: Callable[[Any], list[tuple[str, Any]]],
         on_call: Callable[[Site], Any],
         substitute: Callable[[Any], Any] = lambda layer: layer,
         skip: Callable[[Any], bool] | None = None,
@@ -92,6 +95,7 @@ class GraphRebuild:
         self.adapter = adapter
         self.prepare = prepare
         self.calls = calls
+        self.tree = tree
         self.on_call = on_call
         self.substitute = substitute
         self.skip = skip
@@ -115,7 +119,7 @@ class GraphRebuild:
 
     def clone_all(self, model: Any) -> None:
         """Clones every leaf layer of the tree up front: one that cannot be cloned fails before any building."""
-        for prefix, layer in layers_in_tree(self.adapter, model):
+        for prefix, layer in self.tree(model):
             if id(layer) in self.clones:
                 continue
             source = self.substitute(layer)

@@ -8,15 +8,13 @@ from typing import Any
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
-from rnn_state_rewriter.layer_copy import (
-    compile_like,
-)
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState
 from rnn_state_rewriter.plan import PlannedCall
 from rnn_state_rewriter.probing import probe_batch
 from rnn_state_rewriter.rebuild import MISSING, GraphRebuild, Site
 from rnn_state_rewriter.rewrite import copy_subclassed
-from rnn_state_rewriter.walk import is_graph_model, layers_in_tree, model_adapter, state_layer_feeding
+from rnn_state_rewriter.state_copy import compile_like
+from rnn_state_rewriter.walk import is_graph_model, state_layer_feeding, walk
 
 __all__ = ["remove_trainable_initial_states"]
 
@@ -51,7 +49,8 @@ def remove_trainable_initial_states(model: Any) -> Any:
 
     ```
     """
-    adapter = model_adapter(model)
+    inventory = walk(model)
+    adapter = inventory.adapter
 
     def substitute(layer: Any) -> Any:
         if isinstance(layer, (TrainableInitialState, SequenceMask)):
@@ -74,19 +73,22 @@ def remove_trainable_initial_states(model: Any) -> Any:
             site = dataclasses.replace(site, args=args, kwargs=kwargs)
         return site.call_plain(adapter)
 
-    def unwrap(layer: Any, original: Any = None) -> None:
-        """Unwraps what `layer` holds; a graph submodel is removed from `original`'s at the same place."""
-        if is_graph_model(adapter, layer) or adapter.recurrent_kind(layer) is not None:
+    def unwrap(copy: Any, original: Any, from_original: bool = True) -> None:
+        """Unwraps what `copy` holds at the places the walk found in `original`; a graph submodel there is
+        removed from the original's (`from_original`), else from the one the copy holds."""
+        if is_graph_model(adapter, copy) or adapter.recurrent_kind(copy) is not None:
             return
-        held = {site.path: site.layer for site in surgery.find_sites(adapter, original)} if original else {}
+        found = inventory.sites.get(id(original), [])
+        sites = [surgery.resolve(adapter, copy, site) for site in found]
+        originals = {id(there.layer): site.layer for site, there in zip(found, sites, strict=True)}
 
         def removed(site: surgery.Site) -> Any:  # a graph submodel with nothing added is kept as it was copied
-            submodel = held.get(site.path, site.layer)
-            if not any(_is_added(adapter)(sub) for _, sub in layers_in_tree(adapter, submodel)):
+            submodel = originals[id(site.layer)] if from_original else site.layer
+            if not any(_is_added(adapter)(sub) for sub in adapter.sublayers(submodel)):
                 return None
             return remove_trainable_initial_states(submodel)
 
-        surgery.unwrap_all(adapter, layer, removed)
+        surgery.unwrap_all(adapter, copy, sites, removed)
 
     if not is_graph_model(adapter, model):
         new_model = copy_subclassed(adapter, model, lambda: probe_batch(adapter, model), skip=_is_added(adapter))
@@ -95,7 +97,7 @@ def remove_trainable_initial_states(model: Any) -> Any:
         return new_model
 
     def calls(graph: Any) -> list[PlannedCall]:
-        return [PlannedCall(*call, None) for call in adapter.call_sites(graph)]
+        return [PlannedCall(*call, None) for call in inventory.graphs[id(graph)]]
 
     def unwrap_carried(layer: Any, clone: Any) -> None:
         if not surgery.is_pending(clone):
@@ -105,10 +107,18 @@ def remove_trainable_initial_states(model: Any) -> Any:
     # they wrapped are built in their place, with their variable paths (a graph submodel there is removed
     # from the original's, built where it was); those a clone puts back once built (`surgery.Remembers`)
     # go after.
-    rebuild = GraphRebuild(adapter, calls, on_call, substitute, skip=_is_added(adapter), prepare=unwrap_carried)
+    rebuild = GraphRebuild(
+        adapter,
+        calls,
+        lambda graph: inventory.trees[id(graph)],
+        on_call,
+        substitute,
+        skip=_is_added(adapter),
+        prepare=unwrap_carried,
+    )
     new_model = rebuild(model)
-    for _, layer in layers_in_tree(adapter, new_model):
-        unwrap(layer)
+    for original, clone in rebuild.pairs:
+        unwrap(clone, original, from_original=False)
     compile_like(adapter, new_model, model)
     return new_model
 

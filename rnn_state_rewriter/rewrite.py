@@ -19,22 +19,16 @@ import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
-from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check
 from rnn_state_rewriter.decide import make_plan
 from rnn_state_rewriter.execute import Executor
-from rnn_state_rewriter.layer_copy import (
-    build_sublayers_like,
-    clone_layer,
-    compile_like,
-    copy_weights,
-    name_sublayers_like,
-)
+from rnn_state_rewriter.layer_copy import build_sublayers_like, clone_layer, name_sublayers_like
 from rnn_state_rewriter.layers import TrainableInitialState
 from rnn_state_rewriter.options import LayerSelection, RetrofitOptions
 from rnn_state_rewriter.plan import Plan
 from rnn_state_rewriter.probing import call_model, probe_batch, run_model
+from rnn_state_rewriter.state_copy import compile_like, copy_weights
 from rnn_state_rewriter.walk import is_graph_model
 
 __all__ = ["add_trainable_initial_states", "retrofit", "copy_subclassed", "state_layers_in"]
@@ -230,8 +224,7 @@ def retrofit(model: Any, options: RetrofitOptions, plan: Plan | None = None) -> 
             new_model = model
         else:
             new_model = copy_subclassed(adapter, model, inputs)
-        surgery.replace(adapter, surgery.find_sites(adapter, new_model), wrap)
-        wrap.remember(new_model)
+        wrap.operate(model, new_model)
         sample, diagnose = (inputs() if run_check else None), None
     probe = None
     if run_check:

@@ -13,7 +13,7 @@ rewrite and put in its place.
 
 A subclassed model is copied the way Keras copies it: from its config, with
 its custom classes in scope, built from its build config (or on a probe batch),
-then its whole state copied (`layer_copy.copy_state`). Where no copy can be
+then its whole state copied (`state_copy.copy_state`). Where no copy can be
 made, the error says why and offers `in_place=True`.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.layers import classes_of
 
-__all__ = ["Site", "config_holds", "find_sites", "is_pending", "replace", "unwrap_all"]
+__all__ = ["Site", "config_holds", "find_sites", "is_pending", "replace", "resolve", "unwrap_all"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,8 @@ class Site:
 
     `path` names the place by attributes from the root (`"decoder/gru"`,
     `"blocks/0/lstm"`): a copy made from config names its layers anew, but
-    holds them in the same attributes, so the executors find places by it.
+    holds them in the same attributes, so the executors look places up by
+    `steps`, the attributes and keys from the root (`resolve`).
     `name` names the layer as users know it, by the Keras names of the layers
     it sits in, as its variable paths do (`"decoder/gru"`,
     `"time_distributed/gru"`); where two layers would have the same name, the
@@ -49,6 +50,7 @@ class Site:
     path: str
     layer: Any
     name: str = ""
+    steps: tuple[tuple[str, Any], ...] = ()  # (attribute, key in the list or dict it holds, or None), from the root
 
 
 def _internal_attributes(adapter: Adapter) -> frozenset[str]:
@@ -61,8 +63,9 @@ def _internal_attributes_of(api: Any) -> frozenset[str]:
     return frozenset(vars(api.layers.Layer())) | frozenset(vars(api.Model()))
 
 
-def _entries(owner: Any, adapter: Adapter) -> Iterator[tuple[Any, Any, str, Any]]:
-    """`(container, key, path, value)` of every value an owner holds in an attribute, a list or a dict.
+def _entries(owner: Any, adapter: Adapter) -> Iterator[tuple[Any, Any, str, Any, str]]:
+    """`(container, key, path, value, attribute)` of every value an owner holds in an attribute, a list or a
+    dict.
 
     A private attribute counts only where it holds a value itself: Keras and
     TensorFlow keep their own bookkeeping in private lists and dicts.
@@ -75,12 +78,12 @@ def _entries(owner: Any, adapter: Adapter) -> Iterator[tuple[Any, Any, str, Any]
             continue
         if isinstance(value, (list, tuple)):
             for index, item in enumerate(value):
-                yield value, index, f"{name}/{index}", item
+                yield value, index, f"{name}/{index}", item, name
         elif isinstance(value, dict):
             for key, item in list(value.items()):
-                yield value, key, f"{name}/{key}", item
+                yield value, key, f"{name}/{key}", item, name
         else:
-            yield None, name, name, value
+            yield None, name, name, value, name
 
 
 def find_sites(adapter: Adapter, root: Any, prefix: str = "", named: str | None = None) -> list[Site]:
@@ -98,24 +101,53 @@ def find_sites(adapter: Adapter, root: Any, prefix: str = "", named: str | None 
     seen: set[int] = set()
     names: dict[str, int] = {}
 
-    def visit(owner: Any, path: str, name: str) -> None:
+    def visit(owner: Any, path: str, name: str, steps: tuple[tuple[str, Any], ...]) -> None:
         seen.add(id(owner))
-        for container, key, where, value in _entries(owner, adapter):
+        for container, key, where, value, attribute in _entries(owner, adapter):
             if not isinstance(value, api.layers.Layer) or value is owner:
                 continue
             place, place_name = f"{path}{where}", f"{name}{value.name}"
+            step = (*steps, (attribute, None if container is None else key))
             if names.setdefault(place_name, id(value)) != id(value):
                 place_name = place
             if adapter.recurrent_kind(value) is not None or _is_graph_model(adapter, value):
                 first = next((s for s in sites if s.layer is value), None)
                 if first is not None:
                     place, place_name = first.path, first.name
-                sites.append(Site(owner, container, key, place, value, place_name))
+                sites.append(Site(owner, container, key, place, value, place_name, step))
             elif id(value) not in seen:
-                visit(value, place + "/", place_name + "/")
+                visit(value, place + "/", place_name + "/", step)
 
-    visit(root, prefix, prefix if named is None else named)
+    visit(root, prefix, prefix if named is None else named, ())
     return sites
+
+
+def resolve(adapter: Adapter, root: Any, site: Site) -> Site:
+    """The place of `root` that `site` names by its steps (found in another object, the original of `root`
+    or `root` before a change): the same site, with `root`'s owner, container and layer there.
+
+    Raises:
+        ValueError: if `root` holds no layer at that place (a copy made otherwise than its original).
+    """
+    owner, container, key, value = None, None, None, root
+    for attribute, index in site.steps:
+        owner = value
+        held = adapter.attributes(owner).get(attribute, _ABSENT)
+        container, key, value = (None, attribute, held) if index is None else (held, index, _ABSENT)
+        if index is not None and isinstance(held, (list, tuple)) and isinstance(index, int) and index < len(held):
+            value = held[index]
+        elif index is not None and isinstance(held, dict):
+            value = held.get(index, _ABSENT)
+    if value is _ABSENT or not isinstance(value, adapter.keras_api.layers.Layer):
+        raise ValueError(
+            f"{type(root).__name__} '{getattr(root, 'name', '')}' holds no layer at '{site.path}', where its "
+            f"original holds '{site.layer.name}': it was copied into another structure. Retrofit the original "
+            "itself with `in_place=True`, or give its class a `get_config()` that rebuilds what it holds."
+        )
+    return dataclasses.replace(site, owner=owner, container=container, key=key, layer=value)
+
+
+_ABSENT = object()
 
 
 def config_holds(adapter: Adapter, owner: Any, layer: Any) -> bool:
@@ -160,11 +192,11 @@ def replace(adapter: Adapter, sites: list[Site], new_for: Callable[[Site], Any])
     return changed
 
 
-def unwrap_all(adapter: Adapter, root: Any, graph: Callable[[Site], Any]) -> int:
-    """Replaces every `TrainableInitialStateRNN` that `root`'s attributes reach by the layer it wraps.
+def unwrap_all(adapter: Adapter, root: Any, sites: list[Site], graph: Callable[[Site], Any]) -> int:
+    """Replaces every `TrainableInitialStateRNN` at `sites` (places of `root`) by the layer it wraps.
 
-    A graph submodel held by an attribute is replaced by `graph(site)` (the
-    graph rewrite's removal of the submodel at that site).
+    A graph submodel held there is replaced by `graph(site)` (the graph
+    rewrite's removal of the submodel at that site).
     """
 
     def plain(site: Site) -> Any:
@@ -172,7 +204,7 @@ def unwrap_all(adapter: Adapter, root: Any, graph: Callable[[Site], Any]) -> int
             return site.layer.layer
         return graph(site) if _is_graph_model(adapter, site.layer) else None
 
-    changed = replace(adapter, find_sites(adapter, root), plain)
+    changed = replace(adapter, sites, plain)
     if isinstance(root, Remembers):  # nothing left to remember: the object saves as its own class again
         root.__class__ = type(root)._rsr_base_class  # type: ignore[attr-defined]
     return changed

@@ -7,8 +7,11 @@ each call of a recurrent layer with its path of Keras names and whether a Keras
 mask may reach it only at run time, and every recurrent layer or graph submodel
 that a custom layer's or subclassed model's attributes hold (`surgery.Site`).
 The result, an `Inventory`, is a record: it decides nothing. The plan
-(`decide.py`) is a function of it and the options; `initial_states`,
-`context_maps`, `inspect` and the check read it too.
+(`decide.py`) is a function of it and the options; the executors look places
+up in it; `remove_trainable_initial_states`, `initial_states`, `context_maps`,
+`inspect` and the check read it too. This module is the only one that lists
+a model's calls, layers and attribute places (a test holds it so); the probe
+batch asks it which layers read an input (`input_readers`).
 
 Masks: Keras 3 hands a mask on past a submodel that drops it in its graph, so a
 mask may reach a recurrent call at run time where the graph shows none. The
@@ -29,6 +32,7 @@ from rnn_state_rewriter.surgery import Site, find_sites
 __all__ = [
     "Call",
     "Inventory",
+    "input_readers",
     "RecurrentCall",
     "is_graph_model",
     "layers_in_tree",
@@ -72,26 +76,29 @@ class Inventory:
             each, with the prefix of the submodels it sits in (`"encoder/"`); the
             model itself where it is subclassed.
         graphs: the calls of each graph model walked, by `id`, in graph order.
+        trees: the layers of each graph model walked (`layers_in_tree`), by `id`.
         recurrent_calls: the calls of recurrent layers, in the order the walk
             met them (a submodel's where it is called).
         held: the recurrent layers and graph submodels reached through
             attributes, once per place, in the order met.
         sites: the sites each custom layer or subclassed model holds, by `id`
-            of the holder, with their names from the model's root.
-        graph_sites: the sites that hold graph submodels (walked with their
-            calls): a subset of `held`.
+            of the holder, with their names from the model's root; the
+            executors look them up in its copy by their steps
+            (`surgery.resolve`).
     """
 
     adapter: Adapter
     model: Any
     tree: list[tuple[str, Any]]
     graphs: dict[int, list[Call]]
+    trees: dict[int, list[tuple[str, Any]]]
     recurrent_calls: list[RecurrentCall]
     held: list[Site]
     sites: dict[int, list[Site]]
 
     @property
     def graph_sites(self) -> list[Site]:
+        """The graph submodels reached through attributes (walked with their calls), once per place."""
         return [site for site in self.held if is_graph_model(self.adapter, site.layer)]
 
     @property
@@ -106,7 +113,7 @@ class Inventory:
     def _recurrent_in(self, root: Any, prefix: str) -> list[tuple[str, Any]]:
         adapter = self.adapter
         found: list[tuple[str, Any]] = []
-        roots = layers_in_tree(adapter, root) if is_graph_model(adapter, root) else [("", root)]
+        roots = self.trees[id(root)] if is_graph_model(adapter, root) else [("", root)]
         for inner, layer in roots:
             if adapter.recurrent_kind(layer) is not None:
                 found.append((prefix + inner + layer.name, layer))
@@ -136,6 +143,7 @@ class _Walker:
         self.adapter = adapter
         self.model = model
         self.graphs: dict[int, list[Call]] = {}
+        self.trees: dict[int, list[tuple[str, Any]]] = {}
         self.recurrent: dict[SiteKey, RecurrentCall] = {}
         self.held: dict[str, Site] = {}
         self.sites: dict[int, list[Site]] = {}
@@ -145,8 +153,8 @@ class _Walker:
     def run(self) -> Inventory:
         adapter, model = self.adapter, self.model
         if is_graph_model(adapter, model):
-            tree = layers_in_tree(adapter, model)
             self.graph(model, "", (), top=True)
+            tree = self.trees[id(model)]
             for prefix, layer in tree:  # a layer the graph does not call (never in a built model) is read too
                 if not is_graph_model(adapter, layer) and adapter.recurrent_kind(layer) is None:
                     self.look_into(prefix, layer)
@@ -154,7 +162,14 @@ class _Walker:
             tree = [("", model)]
             self.look_into(None, model)
         return Inventory(
-            adapter, model, tree, self.graphs, list(self.recurrent.values()), list(self.held.values()), self.sites
+            adapter,
+            model,
+            tree,
+            self.graphs,
+            self.trees,
+            list(self.recurrent.values()),
+            list(self.held.values()),
+            self.sites,
         )
 
     def graph(self, model: Any, prefix: str, masked: tuple[bool, ...], top: bool = False) -> list[bool]:
@@ -176,6 +191,7 @@ class _Walker:
             flags[id(tensor)] = value
         if id(model) not in self.graphs:
             self.graphs[id(model)] = list(adapter.call_sites(model))
+            self.trees[id(model)] = layers_in_tree(adapter, model)
         for index, (layer, args, kwargs, outputs) in enumerate(self.graphs[id(model)]):
             if top:
                 self.top = index
@@ -304,6 +320,36 @@ def recurrent_layers(model: Any) -> list[tuple[str, Any]]:
     ```
     """
     return walk(model).recurrent_layers()
+
+
+# Layers that hand their input on with its values unchanged: what reads their output reads the input.
+_PASS_THROUGH = frozenset({"Reshape", "Flatten", "Permute", "RepeatVector", "Masking", "Identity", "InputLayer"})
+
+
+def input_readers(adapter: Adapter, model: Any, tensor: Any) -> list[Any]:
+    """The layers of `model` called on the input `tensor`, or on it reshaped (`Reshape`, `Flatten`, ...), and
+    those reading it inside the wrappers (`TimeDistributed`) and graph submodels that read it."""
+    found = []
+    tensors = [tensor]
+    for layer, args, kwargs, outputs in adapter.call_sites(model):
+        if any(t is s for t in adapter.flatten_tensors((args, kwargs)) for s in tensors):
+            found += _inside(adapter, layer)
+            if type(layer).__name__ in _PASS_THROUGH:
+                tensors += list(outputs)
+    return found
+
+
+def _inside(adapter: Adapter, layer: Any) -> list[Any]:
+    """`layer`, and what reads its input inside it: the layer a wrapper wraps, the readers of a graph model's
+    inputs."""
+    found = [layer]
+    inner = getattr(layer, "layer", None)
+    if isinstance(inner, adapter.keras_api.layers.Layer):
+        found += _inside(adapter, inner)
+    if adapter.is_functional(layer) or adapter.is_sequential(layer):
+        for tensor in adapter.flatten_tensors(adapter.model_inputs(layer)):
+            found += input_readers(adapter, layer, tensor)
+    return found
 
 
 def state_layer_feeding(adapter: Adapter, layer: Any, args: Any, kwargs: Any) -> Any:

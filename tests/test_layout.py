@@ -20,7 +20,10 @@ from conftest import BACKEND, backend_env
 PACKAGE = Path(__file__).resolve().parent.parent / "rnn_state_rewriter"
 NAME = PACKAGE.name
 # The bottom layer: what the seam's modules may import of the package.
-SEAM = {f"{NAME}.backend", f"{NAME}.backend.keras3", f"{NAME}.backend.tf_keras"}
+SEAM = {
+    f"{NAME}.backend",
+    *(f"{NAME}.backend.{module}" for module in ("keras3", "keras3_ops", "tf_keras", "tf_keras_ops")),
+}
 BELOW_THE_SEAM = {f"{NAME}.generation", f"{NAME}.activations"}
 
 
@@ -143,3 +146,51 @@ def test_every_subpackage_goes_into_the_wheel():
     assert {f"{NAME}.backend", f"{NAME}.layers", f"{NAME}.cli"} <= packages
     missing = [name for name in packages if not any(fnmatch.fnmatchcase(name, pattern) for pattern in include)]
     assert missing == [], f"not in the wheel: {missing}"
+
+
+# The functions that list what a model holds: its graph's calls, the layers of its tree, the places its
+# attributes hold layers. Only the walk calls them (once per model, into its `Inventory`), the seam
+# defines the first, and loading looks a saved file's places up in the object it rebuilds.
+LISTING = {"call_sites", "layers_in_tree", "find_sites"}
+MAY_LIST = {f"{NAME}.walk", *SEAM}
+LOADING = {(f"{NAME}.surgery", "_check_sites")}
+
+
+def listing_calls(path: Path) -> list[tuple[str, str, int]]:
+    """`(function called, function calling it, line)` of every call of a listing function in a module."""
+    found = []
+
+    def visit(node: ast.AST, inside: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, child.name if not inside else inside)
+                continue
+            if isinstance(child, ast.Call):
+                func = child.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in LISTING:
+                    found.append((name, inside, child.lineno))
+            visit(child, inside)
+
+    visit(ast.parse(path.read_text()), "")
+    return found
+
+
+def test_only_the_walk_lists_what_a_model_holds():
+    misplaced = [
+        f"{module_name(path)}:{line} {inside or '<module>'}() calls {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if module_name(path) not in MAY_LIST
+        for name, inside, line in listing_calls(path)
+        if (module_name(path), inside) not in LOADING
+    ]
+    assert not misplaced, "read the walk's record (walk.Inventory) instead:\n" + "\n".join(misplaced)
+
+
+def test_the_listing_check_finds_a_call_outside_the_walk(tmp_path):
+    """The check above can fail: a module of its own that lists a model's calls is caught."""
+    package = tmp_path / NAME
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "reader.py").write_text("def read(adapter, model):\n    return adapter.call_sites(model)\n")
+    assert listing_calls(package / "reader.py") == [("call_sites", "read", 2)]

@@ -14,74 +14,58 @@ already), so that nothing else imports `tf_keras` or TensorFlow.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
 import tf_keras
-from tf_keras.src.saving.serialization_lib import SafeModeScope
+from tf_keras.src.saving.serialization_lib import SafeModeScope as SafeModeScope  # the Adapter's
 
-from rnn_state_rewriter.generation import Generation, batch_axis, recurrent_kind_in
+from rnn_state_rewriter.backend.tf_keras_ops import (  # the tensor operations of the layers, the Adapter's
+    batch_of as batch_of,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    batch_size as batch_size,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    broadcast_to_batch as broadcast_to_batch,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    flag as flag,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    lookup as lookup,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    mask_of as mask_of,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    noise_source as noise_source,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    normal as normal,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    prepare_stateful as prepare_stateful,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    project as project,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    read as read,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    to_tensor as to_tensor,
+)
+from rnn_state_rewriter.backend.tf_keras_ops import (
+    zero_state as zero_state,
+)
+from rnn_state_rewriter.generation import Generation, recurrent_kind_in
 
 keras_api = tf_keras
 GENERATION = Generation.TF_KERAS
 map_tensors: Callable[..., Any] = tf.nest.map_structure
 flatten_tensors: Callable[[Any], list[Any]] = tf.nest.flatten
-
-__all__ = [
-    "keras_api",
-    "GENERATION",
-    "SAVE_EXTENSIONS",
-    "BARE_CLASS_NAMES",
-    "backend",
-    "zero_state",
-    "batch_size",
-    "broadcast_to_batch",
-    "noise_source",
-    "normal",
-    "to_tensor",
-    "batch_of",
-    "mask_of",
-    "read",
-    "project",
-    "lookup",
-    "flag",
-    "prepare_stateful",
-    "fresh_input",
-    "layer_of",
-    "predict",
-    "recurrent_kind",
-    "map_tensors",
-    "flatten_tensors",
-    "is_keras_tensor",
-    "is_functional",
-    "is_sequential",
-    "call_sites",
-    "model_inputs",
-    "model_outputs",
-    "split_initial_state",
-    "call_with_initial_state",
-    "compile_arguments",
-    "copy_into",
-    "detached",
-    "variables",
-    "own_variables",
-    "live_arguments",
-    "copy_vocabulary",
-    "finish_loading",
-    "carried_states",
-    "replace_sublayer",
-    "attributes",
-    "registered_names",
-    "build_like",
-    "build_in_place_of",
-    "scope_of",
-    "rename",
-    "sublayers",
-    "RUNTIME_MASKS",
-    "SafeModeScope",
-]
-
 
 # tf-keras' wrappers (`TimeDistributed`) read the layer they wrap in the legacy format, which looks a class
 # up by its bare class name, not by the registered name its config records.
@@ -94,106 +78,6 @@ SAVE_EXTENSIONS = (".keras", ".h5", "")
 def backend() -> str:
     """The backend models of this generation run on: always TensorFlow."""
     return "tensorflow"
-
-
-# The tensor operations of the layers (`rnn_state_rewriter.layers`).
-
-
-def zero_state(layer: Any) -> Any:
-    """The layer's initial state on zero inputs (a batch of one), nested inputs included (`rnn((x1, x2))`)."""
-    spec = layer.input_spec[0] if isinstance(layer.input_spec, list) else layer.input_spec
-    return layer.get_initial_state(tf.nest.map_structure(lambda s: _zeros(layer, s), spec))
-
-
-def _zeros(layer: Any, spec: Any) -> Any:
-    shape = list(spec.shape) if spec is not None and spec.shape is not None else None
-    if shape is None:
-        raise ValueError(
-            f"Layer '{layer.name}' does not record its input shape; build it on an input with a known shape first."
-        )
-    axis = batch_axis(layer)
-    shape[axis] = 1
-    shape[1 - axis] = 1  # the time axis
-    if any(dim is None for dim in shape):
-        raise ValueError(
-            f"Layer '{layer.name}' has an input of unknown shape {tuple(spec.shape)}: "
-            "a trainable initial state needs static dimensions. Give the input "
-            "its spatial dimensions (e.g. `Input((time, 32, 32, 3))`)."
-        )
-    return tf.zeros(shape, dtype=layer.dtype or "float32")
-
-
-def batch_size(inputs: Any, axis: int) -> Any:
-    """The size of `axis` of the first tensor of `inputs`: a slice of the shape, which TensorFlow's static
-    shape inference reads (a fixed batch stays known)."""
-    return tf.shape(tf.nest.flatten(inputs)[0])[axis]
-
-
-def broadcast_to_batch(value: Any, size: Any, shape: Sequence[int], dtype: Any) -> Any:
-    """`value` (of `shape`) cast to `dtype` and repeated along a new leading batch axis of `size`."""
-    value = tf.convert_to_tensor(value)
-    if value.dtype != tf.as_dtype(dtype):
-        value = tf.cast(value, dtype)
-    return tf.broadcast_to(value, tf.stack([size, *shape]))  # a new leading axis, as broadcasting prepends
-
-
-def noise_source() -> Any:
-    """None: TensorFlow's `random.normal` draws from the global generator."""
-    return None
-
-
-def normal(like: Any, stddev: float, source: Any) -> Any:
-    """Gaussian noise with the shape and dtype of the tensor `like`."""
-    return tf.random.normal(tf.shape(like), stddev=stddev, dtype=like.dtype)
-
-
-def to_tensor(value: Any) -> Any:
-    return tf.convert_to_tensor(value)
-
-
-def batch_of(size: Any) -> Any:
-    """A tensor of shape `(size,)`: what reads as a batch of that size."""
-    return tf.zeros(tf.reshape(size, [1]))
-
-
-def read(variable: Any, dtype: Any) -> Any:
-    """The variable's value now, as a tensor of `dtype`."""
-    return tf.cast(variable, dtype)
-
-
-def project(context: Any, kernel: Any, shape: Sequence[int], dtype: Any) -> Any:
-    """`context @ kernel` (`(batch, d) @ (d, prod(shape))`), in `dtype`, reshaped to `(batch, *shape)`."""
-    product = tf.matmul(tf.cast(context, dtype), tf.cast(kernel, dtype))
-    return tf.reshape(product, [-1, *shape])
-
-
-def lookup(ids: Any, table: Any, dtype: Any) -> Any:
-    """The rows of `table` at the integer `ids` (`(batch,)` or `(batch, 1)`), in `dtype`; zeros for an id
-    outside the table (TensorFlow's `gather` raises on the CPU and gives zeros on a GPU)."""
-    ids = tf.reshape(tf.cast(ids, "int32"), [-1])
-    known = tf.logical_and(ids >= 0, ids < tf.shape(table)[0])
-    rows = tf.gather(table, tf.where(known, ids, tf.zeros_like(ids)))
-    known = tf.reshape(tf.cast(known, dtype), [-1] + [1] * (len(table.shape) - 1))
-    return tf.cast(rows, dtype) * known
-
-
-def prepare_stateful(layer: Any) -> None:
-    """Keeps a stateful layer's carried state in a list, not a tuple (stacked cells): tf-keras compares its
-    nesting with the `initial_state`'s, which it always makes a list."""
-    for each in (layer.forward_layer, layer.backward_layer) if recurrent_kind(layer) == "bidirectional" else (layer,):
-        if isinstance(getattr(each, "states", None), tuple):
-            each.states = list(each.states)
-
-
-def flag(value: float) -> Any:
-    """A float32 scalar variable that is not a weight (as a stateful RNN keeps its carried state)."""
-    with tf.init_scope():
-        return tf.Variable(value, trainable=False, dtype="float32", name="starts_fresh")
-
-
-def mask_of(tensor: Any) -> Any:
-    """The Keras mask a tensor carries, or None."""
-    return getattr(tensor, "_keras_mask", None)
 
 
 # The graph of Functional and Sequential models.

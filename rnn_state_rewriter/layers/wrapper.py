@@ -42,15 +42,79 @@ if TYPE_CHECKING:
     from rnn_state_rewriter.backend import Adapter
 
 
-__all__ = ["TrainableInitialStateRNN", "TrainableInitialStateRNNMixin"]
+__all__ = ["StatefulStartMixin", "TrainableInitialStateRNN", "TrainableInitialStateRNNMixin"]
 
 
-class TrainableInitialStateRNNMixin(StateSourceMixin):
+class StatefulStartMixin:
+    """How the wrapper of a stateful layer starts: from the learned state right after a reset, else from the
+    state the layer carries over from the last batch."""
+
+    _keras: Adapter
+    _state_shapes: list[Any]
+    starts_fresh: Any = None  # stateful layers: 1 while the next batch starts from the learned state
+
+    def _after_reset(self, learned: Any) -> Any:
+        """A stateful layer's start: the learned state right after a reset, else the state it carries.
+
+        Both generations take the `initial_state` given to a stateful layer (tf-keras
+        only while its carried state is zero, which is then the same thing), so the
+        gradient reaches the learned state through the first batch after a reset.
+        """
+        layer: Any = self.layer  # type: ignore[attr-defined]
+        read = self._keras.read
+
+        def mix(state: Any, kept: Any) -> Any:  # in the carried state's dtype: tf-keras compares the two
+            fresh = read(self.starts_fresh, kept.dtype)
+            return fresh * read(state, kept.dtype) + (1.0 - fresh) * read(kept, kept.dtype)
+
+        flat = self._keras.flatten_tensors(learned)
+        mixed = iter([mix(state, kept) for state, kept in zip(flat, carried_state_variables(layer), strict=True)])
+        if recurrent_kind(layer) == "bidirectional":
+            return pack_like(self._state_shapes, list(mixed))
+        # Nested as the layer keeps its carried state: tf-keras compares the two structures.
+        return self._keras.map_tensors(lambda _: next(mixed), layer.states)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the wrapped layer carries its state between batches (a reset returns it to the learned state)."""
+        return is_stateful(self.layer)  # type: ignore[attr-defined]
+
+    @stateful.setter
+    def stateful(self, value: bool) -> None:  # base classes set a default; the wrapped layer decides
+        pass
+
+    @property
+    def states(self) -> list[Any] | None:
+        """The variables holding the wrapped stateful layer's carried state (None if it is not stateful)."""
+        return carried_state_variables(self.layer) if self.stateful else None  # type: ignore[attr-defined]
+
+    def reset_state(self, *args: Any, **kwargs: Any) -> None:
+        """Resets the wrapped stateful layer: its next batch starts from the learned state.
+
+        Given explicit states (tf-keras' `reset_states(states)`), it starts from those.
+        """
+        self._reset("reset_state", "reset_states", args, kwargs)
+
+    def reset_states(self, *args: Any, **kwargs: Any) -> None:
+        """Alias of `reset_state` (the name tf-keras and `Model.reset_states` use)."""
+        self._reset("reset_states", "reset_state", args, kwargs)
+
+    def _reset(self, name: str, other: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        layer: Any = self.layer  # type: ignore[attr-defined]
+        if args or kwargs:
+            (getattr(layer, name, None) or getattr(layer, other))(*args, **kwargs)
+        else:
+            reset_carried_state(layer)
+        if self.starts_fresh is not None:
+            given = bool(args) or kwargs.get("states") is not None
+            self.starts_fresh.assign(0.0 if given else 1.0)
+
+
+class TrainableInitialStateRNNMixin(StatefulStartMixin, StateSourceMixin):
     """The behaviour of `TrainableInitialStateRNN`, shared by both generations."""
 
     _keras: Adapter
     gives_trainable_initial_state = True  # how `states.recurrent_kind` tells it from other wrappers
-    starts_fresh: Any = None  # stateful layers: 1 while the next batch starts from the learned state
 
     def __init__(
         self,
@@ -163,62 +227,6 @@ class TrainableInitialStateRNNMixin(StateSourceMixin):
             context,
             by_id=self.num_ids is not None,
         )
-
-    def _after_reset(self, learned: Any) -> Any:
-        """A stateful layer's start: the learned state right after a reset, else the state it carries.
-
-        Both generations take the `initial_state` given to a stateful layer (tf-keras
-        only while its carried state is zero, which is then the same thing), so the
-        gradient reaches the learned state through the first batch after a reset.
-        """
-        layer: Any = self.layer  # type: ignore[attr-defined]
-        read = self._keras.read
-
-        def mix(state: Any, kept: Any) -> Any:  # in the carried state's dtype: tf-keras compares the two
-            fresh = read(self.starts_fresh, kept.dtype)
-            return fresh * read(state, kept.dtype) + (1.0 - fresh) * read(kept, kept.dtype)
-
-        flat = self._keras.flatten_tensors(learned)
-        mixed = iter([mix(state, kept) for state, kept in zip(flat, carried_state_variables(layer), strict=True)])
-        if recurrent_kind(layer) == "bidirectional":
-            return pack_like(self._state_shapes, list(mixed))
-        # Nested as the layer keeps its carried state: tf-keras compares the two structures.
-        return self._keras.map_tensors(lambda _: next(mixed), layer.states)
-
-    @property
-    def stateful(self) -> bool:
-        """Whether the wrapped layer carries its state between batches (a reset returns it to the learned state)."""
-        return is_stateful(self.layer)  # type: ignore[attr-defined]
-
-    @stateful.setter
-    def stateful(self, value: bool) -> None:  # base classes set a default; the wrapped layer decides
-        pass
-
-    @property
-    def states(self) -> list[Any] | None:
-        """The variables holding the wrapped stateful layer's carried state (None if it is not stateful)."""
-        return carried_state_variables(self.layer) if self.stateful else None  # type: ignore[attr-defined]
-
-    def reset_state(self, *args: Any, **kwargs: Any) -> None:
-        """Resets the wrapped stateful layer: its next batch starts from the learned state.
-
-        Given explicit states (tf-keras' `reset_states(states)`), it starts from those.
-        """
-        self._reset("reset_state", "reset_states", args, kwargs)
-
-    def reset_states(self, *args: Any, **kwargs: Any) -> None:
-        """Alias of `reset_state` (the name tf-keras and `Model.reset_states` use)."""
-        self._reset("reset_states", "reset_state", args, kwargs)
-
-    def _reset(self, name: str, other: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        layer: Any = self.layer  # type: ignore[attr-defined]
-        if args or kwargs:
-            (getattr(layer, name, None) or getattr(layer, other))(*args, **kwargs)
-        else:
-            reset_carried_state(layer)
-        if self.starts_fresh is not None:
-            given = bool(args) or kwargs.get("states") is not None
-            self.starts_fresh.assign(0.0 if given else 1.0)
 
     def get_initial_state(self, batch_size_or_inputs: Any, context: Any = None) -> Any:
         """The learned initial state for a batch, nested as the wrapped layer takes it.
