@@ -39,6 +39,8 @@ _PUBLIC = {
     "state_shapes": "rnn_state_rewriter.states",
     "is_recurrent": "rnn_state_rewriter.states",
     "to_tflite": "rnn_state_rewriter.export",
+    "streaming_model": "rnn_state_rewriter.streaming",
+    "start_states": "rnn_state_rewriter.streaming",
     "RetrofitMismatchError": "rnn_state_rewriter.check",
 }
 
@@ -56,6 +58,7 @@ if _TYPE_CHECKING:  # the names, for type checkers and editors
     from rnn_state_rewriter.remove import remove_trainable_initial_states  # noqa: F401
     from rnn_state_rewriter.rewrite import add_trainable_initial_states  # noqa: F401
     from rnn_state_rewriter.states import is_recurrent, state_shapes  # noqa: F401
+    from rnn_state_rewriter.streaming import start_states, streaming_model  # noqa: F401
 
 
 def __getattr__(name: str) -> object:
