@@ -27,8 +27,17 @@ TOLERANCE = 1e-5
 _CHECK_STEPS = (5, 9)  # time steps the check runs when the model's are variable
 
 
-def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> bytes:
+def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None, streaming: bool = False) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer that predicts what Keras predicts.
+
+    With `streaming=True`, the flatbuffer runs the model one chunk at a time
+    (`rsr.streaming_model`), in two signatures: `step` takes the chunk (`x0`,
+    `x1`, ... as the model's inputs) and the states (named as the streaming
+    model's state inputs, `lstm_state_0`, ...) and gives the outputs (`y0`, ...)
+    and the states after the chunk, under the same names; `start` takes the
+    context (`context`, where the states are conditioned on one) and gives the
+    states a stream starts from (`rsr.start_states`). A stateful model is
+    welcome there: the stream carries its state instead of the layer.
 
     The flatbuffer uses TFLite builtin ops only (no Select TF ops, no
     unrolling) and keeps learned initial states. Before returning, it runs
@@ -38,12 +47,14 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> b
     Args:
         model: a built Keras 3 (TensorFlow backend) or tf-keras model with
             known inputs (Functional or Sequential), one input or several.
-        batch_size: the batch size of the flatbuffer's inputs, fixed.
+        batch_size: the batch size of the flatbuffer's inputs (streams side by side), fixed.
         steps: the number of time steps (axis 1 of every sequence input:
             rank 3 or more, or rank 2 of unknown length; a rank-2 input of
             fixed length, such as a context, keeps it). Default: the model's
             own; where the model's is `None`, the flatbuffer accepts any
-            number (resize its inputs before `allocate_tensors`).
+            number (resize its inputs before `allocate_tensors`). With
+            `streaming=True`: the steps of one chunk (default: any).
+        streaming: a flatbuffer of `step` and `start` signatures (see above).
 
     Returns:
         The flatbuffer, to write to a `.tflite` file.
@@ -53,8 +64,9 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> b
         ValueError: a bad `batch_size` or `steps`, a model without known
             inputs or with an unknown dimension other than batch and time,
             a Keras 3 model on a backend other than TensorFlow, a stateful
-            recurrent layer, or a conversion that does not predict what
-            Keras predicts.
+            recurrent layer (unless streaming), a layer that cannot stream
+            (streaming), or a conversion that does not predict what Keras
+            predicts.
         ImportError: TensorFlow is not installed.
 
     Example:
@@ -75,6 +87,11 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> b
 
     ```
     """
+    if streaming:  # the chunk takes any number of steps, whatever the model's own
+        from rnn_state_rewriter.streaming_export import streaming_tflite
+
+        _check_arguments(model, batch_size, steps)
+        return streaming_tflite(model, batch_size, steps, _tensorflow(model))
     specs = _input_specs(model, batch_size, steps)
     _refuse_stateful(model)
     tf = _tensorflow(model)
@@ -97,6 +114,17 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None) -> b
 
 def _input_specs(model: Any, batch_size: int, steps: int | None) -> list[tuple[str, list[int | None], str]]:
     """(name, shape, dtype) of each input, batch fixed, time steps fixed where asked."""
+    _check_arguments(model, batch_size, steps)
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise ValueError(
+            f"Model `{model.name}` has no known inputs (a subclassed or unbuilt model); "
+            "build it as a Functional or Sequential model with `Input` layers"
+        )
+    return [input_spec(index, tensor, batch_size, steps) for index, tensor in enumerate(inputs)]
+
+
+def _check_arguments(model: Any, batch_size: int, steps: int | None) -> None:
     from rnn_state_rewriter.generation import generation_of
 
     generation_of(model)  # TypeError for objects of neither Keras
@@ -105,16 +133,11 @@ def _input_specs(model: Any, batch_size: int, steps: int | None) -> list[tuple[s
     for argument, value in (("batch_size", batch_size), ("steps", steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}")
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        raise ValueError(
-            f"Model `{model.name}` has no known inputs (a subclassed or unbuilt model); "
-            "build it as a Functional or Sequential model with `Input` layers"
-        )
-    return [_spec(index, tensor, batch_size, steps) for index, tensor in enumerate(inputs)]
 
 
-def _spec(index: int, tensor: Any, batch_size: int, steps: int | None) -> tuple[str, list[int | None], str]:
+def input_spec(
+    index: int, tensor: Any, batch_size: int, steps: int | None, name: str = ""
+) -> tuple[str, list[int | None], str]:
     shape = [None if d is None else int(d) for d in tuple(getattr(tensor.shape, "as_list", lambda: tensor.shape)())]
     shape[0] = batch_size
     if steps is not None and len(shape) > 2 or (steps is not None and len(shape) == 2 and shape[1] is None):
@@ -127,7 +150,7 @@ def _spec(index: int, tensor: Any, batch_size: int, steps: int | None) -> tuple[
             f"Input `{tensor.name}` has an unknown dimension at axis {unknown[0]} (shape {tuple(shape)}); "
             "TFLite needs every dimension but time fixed: give the model's `Input` a full shape"
         )
-    return f"x{index}", shape, str(getattr(tensor.dtype, "name", tensor.dtype))
+    return name or f"x{index}", shape, str(getattr(tensor.dtype, "name", tensor.dtype))
 
 
 def _refuse_stateful(model: Any) -> None:
@@ -171,7 +194,7 @@ def _check_against_keras(model: Any, flatbuffer: bytes, specs: Sequence[tuple[st
     interpreter.allocate_tensors()
     variable = any(len(shape) > 1 and shape[1] is None for _, shape, _ in specs)
     rng = np.random.default_rng(0)
-    batches = [_random_inputs(specs, rng, steps) for steps in (_CHECK_STEPS if variable else (None, None))]
+    batches = [random_inputs(specs, rng, steps) for steps in (_CHECK_STEPS if variable else (None, None))]
     for batch in [*batches, batches[0]]:  # the first again: repeated invokes must not drift
         keras_outputs = model(batch[0] if len(batch) == 1 else batch, training=False)
         expected = [np.asarray(x) for x in tf.nest.flatten(keras_outputs)]
@@ -208,7 +231,7 @@ def _run(interpreter: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [interpreter.get_tensor(d["index"]).copy() for d in outputs]
 
 
-def _random_inputs(specs: Sequence[tuple[str, list[int | None], str]], rng: Any, steps: int | None) -> list[Any]:
+def random_inputs(specs: Sequence[tuple[str, list[int | None], str]], rng: Any, steps: int | None) -> list[Any]:
     batch = []
     for _, shape, dtype in specs:
         concrete = [steps if d is None else d for d in shape]

@@ -27,7 +27,7 @@ from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState
 from rnn_state_rewriter.states import carried_state_variables, flatten_shapes, pack_like, state_shapes
 from rnn_state_rewriter.walk import Inventory, is_graph_model, state_layer_feeding, walk
 
-__all__ = ["start_states", "streaming_model"]
+__all__ = ["conditioned", "start_states", "start_tensors", "streaming_model"]
 
 # Keras layers that compute each time step from that step alone (along the last axis, where they have one).
 PER_STEP = frozenset(
@@ -136,8 +136,14 @@ def start_states(model: Any, batch_size: int = 1, context: Any = None) -> list[n
         raise ValueError(f"Argument `batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
     inventory = walk(model)
     _check_streamable(inventory)
+    return [_numpy(value) for value in start_tensors(inventory, int(batch_size), context)]
+
+
+def start_tensors(inventory: Inventory, batch_size: int, context: Any) -> list[Any]:
+    """`start_states` of the walked model as tensors of its backend (zeros as NumPy arrays), so that a traced
+    function (the TFLite `start` signature) computes them from a context tensor."""
     adapter = inventory.adapter
-    found: list[np.ndarray] = []
+    found: list[Any] = []
     for call in _streamed_calls(inventory):
         layer = call.layer
         source = state_layer_feeding(adapter, layer, call.args, call.kwargs)
@@ -146,25 +152,32 @@ def start_states(model: Any, batch_size: int = 1, context: Any = None) -> list[n
         shapes = flatten_shapes(state_shapes(layer))
         if source is None:
             dtype = np.dtype(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None) or "float32")
-            found += [np.zeros((int(batch_size), *shape), dtype=dtype) for shape in shapes]
+            found += [np.zeros((batch_size, *shape), dtype=dtype) for shape in shapes]
             continue
-        conditioned = source.context_dim is not None or source.num_ids is not None
-        if conditioned and context is None:
+        if conditioned(source) and context is None:
             raise ValueError(
                 f"The states of layer '{call.path}' are conditioned on a context: pass `context=`, its values for "
                 "each stream (ids of shape (batch_size,), or floats of shape (batch_size, d))."
             )
-        axis = getattr(source, "batch_axis", 0)
-        probe = np.zeros((int(batch_size), 1) if axis == 0 else (1, int(batch_size)), dtype="float32")
-        given = {"context": np.asarray(context)} if conditioned else {}
-        states = source(probe, **given) if isinstance(source, TrainableInitialState) else None
-        if states is None:
-            states = source.get_initial_state(int(batch_size), **given)
-        found += [_numpy(adapter, s) for s in adapter.flatten_tensors(states)]
+        given = (
+            {"context": context if hasattr(context, "shape") else np.asarray(context)} if conditioned(source) else {}
+        )
+        if isinstance(source, TrainableInitialState):
+            axis = getattr(source, "batch_axis", 0)
+            probe = np.zeros((batch_size, 1) if axis == 0 else (1, batch_size), dtype="float32")
+            states = source(probe, **given)
+        else:
+            states = source.get_initial_state(batch_size, **given)
+        found += adapter.flatten_tensors(states)
     return found
 
 
-def _numpy(adapter: Any, value: Any) -> np.ndarray:
+def conditioned(source: Any) -> bool:
+    """Whether a state layer or wrapper conditions its states on a context."""
+    return source.context_dim is not None or source.num_ids is not None
+
+
+def _numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a PyTorch tensor
         value = value.detach().cpu()
     return np.array(value)

@@ -252,6 +252,22 @@ def test_export_writes_a_tflite_file_that_keeps_the_learned_states(files, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([retrofitted.name, out.name])
 
 
+@pytest.mark.tensorflow
+def test_export_streaming_writes_step_and_start_signatures(files, tmp_path):
+    import tensorflow as tf
+
+    retrofitted = tmp_path / "learned.keras"
+    assert run("add", str(files["k3.keras"]), str(retrofitted), "--initializer", "random_normal").returncode == 0
+    out = tmp_path / "stream.tflite"
+    result = run("export", str(retrofitted), str(out), "--streaming", "--batch-size", "4", "--steps", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "streaming signatures 'step' and 'start'" in result.stdout
+    interpreter = tf.lite.Interpreter(model_path=str(out))
+    assert sorted(interpreter.get_signature_list()) == ["start", "step"]
+    states = interpreter.get_signature_runner("start")()
+    assert states and all(value.shape[0] == 4 for value in states.values())
+
+
 def test_export_refusals_write_nothing(files, tmp_path):
     assert_refused(run("export", str(files["k3.keras"]), str(tmp_path / "model.bin")), 1, ".tflite")
     existing = tmp_path / "existing.tflite"

@@ -260,3 +260,81 @@ def test_onnx_keeps_learned_states(K, is_keras3, tmp_path):
     first, second = session.run(None, {name: X})[0], session.run(None, {name: X})[0]
     np.testing.assert_allclose(first, expected, atol=1e-5)
     np.testing.assert_array_equal(first, second)
+
+
+# ---------------------------------------------------------------- to_tflite(streaming=True)
+
+
+def _signatures(flatbuffer):
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    return interpreter, interpreter.get_signature_runner("step"), interpreter.get_signature_runner("start")
+
+
+def _builtin_only(flatbuffer):
+    """The flatbuffer's operator codes name no custom (Select TF) operator."""
+    return b"Flex" not in flatbuffer
+
+
+@pytest.mark.parametrize("chunk", [1, 2, None])
+def test_a_streaming_flatbuffer_steps_from_its_start_as_keras_runs_the_whole(K, chunk):
+    inputs = K.Input((None, 3), name="x")
+    x = K.layers.LSTM(4, return_sequences=True, name="lstm")(inputs)
+    x = K.layers.GRU(3, return_sequences=True, name="gru")(x)
+    model = rsr.add_trainable_initial_states(K.Model(inputs, K.layers.Dense(2, name="head")(x)), initializer="ones")
+    flatbuffer = rsr.to_tflite(model, streaming=True, batch_size=2, steps=chunk)
+    assert _builtin_only(flatbuffer)
+    interpreter, step, start = _signatures(flatbuffer)
+    assert sorted(interpreter.get_signature_list()) == ["start", "step"]
+    states = start()
+    names = ["lstm_state_0", "lstm_state_1", "gru_state_0"]
+    assert sorted(states) == sorted(names)
+    for name, value in zip(names, rsr.start_states(model, batch_size=2), strict=True):
+        np.testing.assert_allclose(states[name], value, atol=1e-6)
+    size = chunk or 3
+    outputs = []
+    for begin in range(0, 6, size):
+        result = step(x0=X[:, begin : begin + size], **states)
+        outputs.append(result["y0"])
+        states = {name: result[name] for name in names}
+    np.testing.assert_allclose(np.concatenate(outputs, axis=1), np.asarray(model(X, training=False)), atol=1e-5)
+
+
+def test_a_streaming_flatbuffer_starts_each_id_from_its_own_state(K):
+    series = K.Input((None, 3), name="series")
+    series_id = K.Input((), dtype="int32", name="series_id")
+    x = K.layers.GRU(4, return_sequences=True, name="gru")(series)
+    model = K.Model([series, series_id], K.layers.Dense(1, name="head")(x))
+    model = rsr.add_trainable_initial_states(model, context="series_id", num_ids=5)
+    for layer in model.layers:
+        for variable in getattr(layer, "context_maps", []):
+            variable.assign(np.random.default_rng(1).normal(size=variable.shape).astype("float32"))
+    ids = np.array([4, 1], dtype="int32")
+    _, step, start = _signatures(rsr.to_tflite(model, streaming=True, batch_size=2, steps=3))
+    states = start(context=ids)
+    np.testing.assert_allclose(states["gru_state_0"], rsr.start_states(model, 2, context=ids)[0], atol=1e-6)
+    first = step(x0=X[:, :3], x1=ids, **states)
+    second = step(x0=X[:, 3:], x1=ids, gru_state_0=first["gru_state_0"])
+    whole = np.asarray(model([X, ids], training=False))
+    np.testing.assert_allclose(np.concatenate([first["y0"], second["y0"]], axis=1), whole, atol=1e-5)
+
+
+def test_a_stateful_model_streams_in_a_flatbuffer(K):
+    inputs = K.Input(batch_shape=(2, 3, 3), name="x")
+    x = K.layers.LSTM(4, stateful=True, return_sequences=True, name="lstm")(inputs)
+    model = rsr.add_trainable_initial_states(K.Model(inputs, x), initializer="ones")
+    with pytest.raises(ValueError, match="stateful"):
+        rsr.to_tflite(model, batch_size=2)
+    _, step, start = _signatures(rsr.to_tflite(model, streaming=True, batch_size=2))
+    rsr.reset_states(model)
+    states = start()
+    for begin in (0, 3):
+        result = step(x0=X[:, begin : begin + 3], **states)
+        np.testing.assert_allclose(result["y0"], model.predict(X[:, begin : begin + 3], verbose=0), atol=1e-5)
+        states = {name: result[name] for name in states}
+
+
+def test_a_streaming_flatbuffer_refuses_what_cannot_stream(K):
+    inputs = K.Input((None, 3), name="x")
+    model = K.Model(inputs, K.layers.Bidirectional(K.layers.LSTM(3), name="bi")(inputs))
+    with pytest.raises(ValueError, match="Layer 'bi' .* cannot stream"):
+        rsr.to_tflite(model, streaming=True)

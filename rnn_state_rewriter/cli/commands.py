@@ -180,11 +180,12 @@ def command_export(args: argparse.Namespace) -> int:
 
     try:
         with quiet():
-            flatbuffer = to_tflite(model, batch_size=args.batch_size, steps=args.steps)
+            flatbuffer = to_tflite(model, batch_size=args.batch_size, steps=args.steps, streaming=args.streaming)
     except (TypeError, ValueError, ImportError) as error:
         raise CliError(f"{args.model}: {error}") from error
     write_atomically(args.output, lambda temporary: _write_bytes(temporary, flatbuffer))
-    print(f"wrote {args.output} ({len(flatbuffer)} bytes; checked against Keras on random inputs within 1e-5)")
+    kind = "streaming signatures 'step' and 'start'; " if args.streaming else ""
+    print(f"wrote {args.output} ({len(flatbuffer)} bytes; {kind}checked against Keras on random inputs within 1e-5)")
     return 0
 
 

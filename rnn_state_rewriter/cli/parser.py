@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="fixed number of time steps (default: the model's own; variable if it has none)",
     )
+    export.add_argument(
+        "--streaming",
+        action="store_true",
+        help="a flatbuffer that runs one chunk at a time: signature 'step' (a chunk and the states to the "
+        "outputs and the states after it) and 'start' (the context, if any, to the states a stream starts "
+        "from); --steps is then the chunk's",
+    )
     export.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     _loading_options(export)
     export.set_defaults(run=command_export)
