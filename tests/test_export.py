@@ -338,3 +338,30 @@ def test_a_streaming_flatbuffer_refuses_what_cannot_stream(K):
     model = K.Model(inputs, K.layers.Bidirectional(K.layers.LSTM(3), name="bi")(inputs))
     with pytest.raises(ValueError, match="Layer 'bi' .* cannot stream"):
         rsr.to_tflite(model, streaming=True)
+
+
+def test_a_streaming_model_exports_to_onnx_and_streams_in_onnxruntime(K, is_keras3, tmp_path):
+    """Keras 3: `model.export(path, format="onnx")`; tf-keras: `tf2onnx.convert.from_keras`."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    inputs = K.Input((None, 3), name="x")
+    x = K.layers.LSTM(4, return_sequences=True, name="lstm")(inputs)
+    model = rsr.add_trainable_initial_states(K.Model(inputs, K.layers.Dense(1, name="head")(x)), initializer="ones")
+    stream = rsr.streaming_model(model)
+    states = rsr.start_states(model, batch_size=2)
+    path = str(tmp_path / "stream.onnx")
+    if is_keras3:
+        stream([X[:, :3], *states])  # Keras 3.15 refuses to export a model that was never called
+        stream.export(path, format="onnx", verbose=False)
+    else:
+        import tf2onnx
+
+        signature = [tf.TensorSpec((None, None, 3), tf.float32, name="x")]
+        signature += [tf.TensorSpec((None, 4), tf.float32, name=f"lstm_state_{i}") for i in range(2)]
+        tf2onnx.convert.from_keras(stream, input_signature=signature, output_path=path)
+    session = onnxruntime.InferenceSession(path)
+    names = [i.name for i in session.get_inputs()]
+    first = session.run(None, dict(zip(names, [X[:, :2], *states], strict=True)))
+    second = session.run(None, dict(zip(names, [X[:, 2:], *first[1:]], strict=True)))
+    whole = np.asarray(model(X, training=False))
+    np.testing.assert_allclose(np.concatenate([first[0], second[0]], axis=1), whole, atol=1e-5)
