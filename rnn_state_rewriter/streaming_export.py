@@ -59,10 +59,12 @@ def streaming_tflite(model: Any, batch_size: int, steps: int | None, tf: Any) ->
     module.step = tf.function(  # type: ignore[attr-defined]
         lambda *inputs: dict(zip([*output_names, *state_names], frozen_step(*inputs), strict=True)),
         input_signature=[spec(*s) for s in [*chunk_specs, *state_specs]],
+        autograph=False,
     )
     module.start = tf.function(  # type: ignore[attr-defined]
         lambda *given: dict(zip(state_names, frozen_start(*given), strict=True)),
         input_signature=[spec(*context)] if context else [],
+        autograph=False,
     )
     with tempfile.TemporaryDirectory(prefix="rnn_state_rewriter_streaming_") as folder:
         path = os.path.join(folder, "saved_model")
@@ -82,7 +84,7 @@ def _frozen(tf: Any, function: Any, specs: list[Any]) -> Any:
     """`function` traced on `specs` with its variables frozen into constants: it returns a flat list."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    return convert_variables_to_constants_v2(tf.function(function).get_concrete_function(*specs))
+    return convert_variables_to_constants_v2(tf.function(function, autograph=False).get_concrete_function(*specs))
 
 
 def _state_spec(tensor: Any, batch_size: int) -> tuple[str, list[int | None], str]:

@@ -92,3 +92,11 @@ def test_benefit_quick_reports_every_variant():
     for variant in ("stateful, reset to a learned state", "chunks apart, learned state", "one learned state per id"):
         assert f"| {variant}" in out
     assert "| stream windows (the demo)" in out and "after each epoch of fine-tuning" in out
+
+
+@pytest.mark.tensorflow
+def test_streaming_quick_times_a_chunk_against_the_whole_window():
+    out = run("streaming.py")
+    assert "| window (steps seen) |" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("streaming chunk/window first=") and " last=" in last
