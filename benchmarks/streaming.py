@@ -88,7 +88,7 @@ def main() -> None:
                 str(window),
                 f"{np.median(times['step']['wall']) * 1e3:.3f}",
                 f"{np.median(times[name]['wall']) * 1e3:.3f}",
-                f"{median:.3f} [{low:.3f}, {high:.3f}]",
+                f"{median:.3g} [{low:.3g}, {high:.3g}]",
             ]
         )
     print(f"Machine: {machine()}")
@@ -106,7 +106,7 @@ def main() -> None:
     )
     first = paired_ratio(times["step"]["wall"], times[f"window {windows[0]}"]["wall"])[0]
     last = paired_ratio(times["step"]["wall"], times[f"window {windows[-1]}"]["wall"])[0]
-    print(f"streaming chunk/window first={first:.3f} last={last:.3f}")
+    print(f"streaming chunk/window first={first:.3g} last={last:.3g}")
 
 
 if __name__ == "__main__":

@@ -365,3 +365,30 @@ def test_a_streaming_model_exports_to_onnx_and_streams_in_onnxruntime(K, is_kera
     second = session.run(None, dict(zip(names, [X[:, 2:], *first[1:]], strict=True)))
     whole = np.asarray(model(X, training=False))
     np.testing.assert_allclose(np.concatenate([first[0], second[0]], axis=1), whole, atol=1e-5)
+
+
+def test_a_streaming_model_exports_as_a_saved_model_that_streams(K, is_keras3, tmp_path):
+    inputs = K.Input((None, 3), name="x")
+    x = K.layers.GRU(4, return_sequences=True, name="gru")(inputs)
+    model = rsr.add_trainable_initial_states(K.Model(inputs, K.layers.Dense(1, name="head")(x)), initializer="ones")
+    stream = rsr.streaming_model(model)
+    states = rsr.start_states(model, batch_size=2)
+    path = str(tmp_path / "stream")
+    if is_keras3:
+        stream.export(path, format="tf_saved_model", verbose=False)
+        loaded = tf.saved_model.load(path)
+        serve = loaded.serve
+    else:
+        stream.save(path, save_format="tf")
+        loaded = tf.saved_model.load(path)
+        names = [t.name.split(":")[0] for t in stream.inputs]
+        signature = loaded.signatures["serving_default"]
+
+        def serve(values):
+            outputs = signature(**{n: tf.constant(v) for n, v in zip(names, values, strict=True)})
+            return [outputs[name] for name in stream.output_names]
+
+    first = serve([X[:, :3], *states])
+    second = serve([X[:, 3:], *[np.asarray(s) for s in first[1:]]])
+    whole = np.asarray(model(X, training=False))
+    np.testing.assert_allclose(np.concatenate([first[0], second[0]], axis=1), whole, atol=1e-5)
