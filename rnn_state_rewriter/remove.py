@@ -14,7 +14,7 @@ from rnn_state_rewriter.probing import probe_batch
 from rnn_state_rewriter.rebuild import MISSING, GraphRebuild, Site
 from rnn_state_rewriter.rewrite import copy_subclassed
 from rnn_state_rewriter.state_copy import compile_like
-from rnn_state_rewriter.walk import is_graph_model, state_layer_feeding, walk
+from rnn_state_rewriter.walk import Inventory, is_graph_model, state_layer_feeding, walk
 
 __all__ = ["remove_trainable_initial_states"]
 
@@ -49,7 +49,11 @@ def remove_trainable_initial_states(model: Any) -> Any:
 
     ```
     """
-    inventory = walk(model)
+    return _remove(walk(model), model)
+
+
+def _remove(inventory: Inventory, model: Any) -> Any:
+    """The removal of `model`, the walked model or a graph submodel the walk recorded with it."""
     adapter = inventory.adapter
 
     def substitute(layer: Any) -> Any:
@@ -86,7 +90,8 @@ def remove_trainable_initial_states(model: Any) -> Any:
             submodel = originals[id(site.layer)] if from_original else site.layer
             if not any(_is_added(adapter)(sub) for sub in adapter.sublayers(submodel)):
                 return None
-            return remove_trainable_initial_states(submodel)
+            # the original's was walked with the model: its record is read, not walked again
+            return _remove(inventory, submodel) if from_original else remove_trainable_initial_states(submodel)
 
         surgery.unwrap_all(adapter, copy, sites, removed)
 
