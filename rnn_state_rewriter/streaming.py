@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from rnn_state_rewriter.generation import KERAS_PACKAGES
 from rnn_state_rewriter.layer_copy import clone_layer
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState
 from rnn_state_rewriter.states import carried_state_variables, flatten_shapes, pack_like, state_shapes
@@ -229,8 +230,7 @@ def _why_not_per_step(adapter: Any, layer: Any) -> str:
         return ""
     if is_graph_model(adapter, layer):
         return "it is a submodel; a streaming model replays the model's own graph only (flatten it first)"
-    module = type(layer).__module__.split(".")[0]
-    if name not in PER_STEP | ELEMENTWISE or module not in ("keras", "tf_keras"):
+    if name not in PER_STEP | ELEMENTWISE or type(layer).__module__.split(".")[0] not in KERAS_PACKAGES:
         return "it reads the time axis in a way a stream cannot carry (or is a layer of its own, which cannot be told)"
     axis = getattr(layer, "axis", -1)
     axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
