@@ -245,3 +245,30 @@ def test_a_model_built_for_a_fixed_length_takes_chunks_of_any_length(K):
     for chunk in _chunks(x, 2):
         prediction, *states = stream.predict_on_batch([*chunk, *states])
     np.testing.assert_allclose(prediction, _run(model, x), atol=1e-5)
+
+
+def test_the_streaming_model_exports_to_onnx_on_jax_and_pytorch(K, is_keras3, tmp_path):
+    """Keras 3's `model.export(format="onnx")` from JAX (jax2onnx) or PyTorch (torch.onnx): the exporter
+    traces the loop at its sample's length, one step, so the ONNX model streams one step at a time."""
+    from conftest import BACKEND
+
+    if not is_keras3 or BACKEND == "tensorflow":
+        pytest.skip("TensorFlow and tf-keras export to ONNX through tf2onnx: tests/test_export.py")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("jax2onnx" if BACKEND == "jax" else "onnxscript")
+    inputs = K.Input((None, FEATURES), name="x")
+    x = K.layers.LSTM(4, return_sequences=True, name="lstm")(inputs)
+    model = _shifted(K.Model(inputs, K.layers.Dense(1, name="head")(x)))
+    stream = rsr.streaming_model(model)
+    x, states = _sequences(), rsr.start_states(model, batch_size=BATCH)
+    stream([x[:, :1], *states])  # Keras 3.15 refuses to export a model that was never called
+    path = str(tmp_path / "stream.onnx")
+    stream.export(path, format="onnx", verbose=False)
+    session = onnxruntime.InferenceSession(path)
+    names = [i.name for i in session.get_inputs()]
+    outputs = []
+    for step in range(STEPS):
+        results = session.run(None, dict(zip(names, [x[:, step : step + 1], *states], strict=True)))
+        outputs.append(results[0])
+        states = results[1:]
+    np.testing.assert_allclose(np.concatenate(outputs, axis=1), _run(model, x), atol=1e-5)
