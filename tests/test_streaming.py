@@ -272,3 +272,29 @@ def test_the_streaming_model_exports_to_onnx_on_jax_and_pytorch(K, is_keras3, tm
         outputs.append(results[0])
         states = results[1:]
     np.testing.assert_allclose(np.concatenate(outputs, axis=1), _run(model, x), atol=1e-5)
+
+
+def test_the_streaming_model_exports_as_a_torch_program_that_steps(K, is_keras3, tmp_path):
+    """Keras 3's `model.export(format="torch")` on PyTorch: an ExportedProgram traced at its sample's shape
+    (one stream, one step), which then streams one step at a time."""
+    from conftest import BACKEND
+
+    if not is_keras3 or BACKEND != "torch":
+        pytest.skip("format='torch' exports from the PyTorch backend")
+    import torch
+
+    inputs = K.Input((None, FEATURES), name="x")
+    x = K.layers.GRU(4, return_sequences=True, name="gru")(inputs)
+    model = _shifted(K.Model(inputs, K.layers.Dense(1, name="head")(x)))
+    stream = rsr.streaming_model(model)
+    x, states = _sequences(batch=1), rsr.start_states(model, batch_size=1)
+    stream([x[:, :1], *states])
+    path = str(tmp_path / "stream.pt2")
+    stream.export(path, format="torch", verbose=False)
+    program = torch.export.load(path).module()
+    states, outputs = [torch.tensor(s) for s in states], []
+    for step in range(STEPS):
+        results = program([torch.tensor(x[:, step : step + 1]), *states])
+        outputs.append(results[0].detach().numpy())
+        states = list(results[1:])
+    np.testing.assert_allclose(np.concatenate(outputs, axis=1), _run(model, x), atol=1e-5)
