@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from rnn_state_rewriter.tflite_inputs import check_arguments, input_spec, random_inputs
+
 TOLERANCE = 1e-5
 _CHECK_STEPS = (5, 9)  # time steps the check runs when the model's are variable
 
@@ -90,7 +92,7 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None, stre
     if streaming:  # the chunk takes any number of steps, whatever the model's own
         from rnn_state_rewriter.streaming_export import streaming_tflite
 
-        _check_arguments(model, batch_size, steps)
+        check_arguments(model, batch_size, steps)
         return streaming_tflite(model, batch_size, steps, _tensorflow(model))
     specs = _input_specs(model, batch_size, steps)
     _refuse_stateful(model)
@@ -114,7 +116,7 @@ def to_tflite(model: Any, *, batch_size: int = 1, steps: int | None = None, stre
 
 def _input_specs(model: Any, batch_size: int, steps: int | None) -> list[tuple[str, list[int | None], str]]:
     """(name, shape, dtype) of each input, batch fixed, time steps fixed where asked."""
-    _check_arguments(model, batch_size, steps)
+    check_arguments(model, batch_size, steps)
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise ValueError(
@@ -122,35 +124,6 @@ def _input_specs(model: Any, batch_size: int, steps: int | None) -> list[tuple[s
             "build it as a Functional or Sequential model with `Input` layers"
         )
     return [input_spec(index, tensor, batch_size, steps) for index, tensor in enumerate(inputs)]
-
-
-def _check_arguments(model: Any, batch_size: int, steps: int | None) -> None:
-    from rnn_state_rewriter.generation import generation_of
-
-    generation_of(model)  # TypeError for objects of neither Keras
-    if not hasattr(model, "predict"):
-        raise TypeError(f"`model` must be a Keras model. Received: model={model!r}")
-    for argument, value in (("batch_size", batch_size), ("steps", steps)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}")
-
-
-def input_spec(
-    index: int, tensor: Any, batch_size: int, steps: int | None, name: str = ""
-) -> tuple[str, list[int | None], str]:
-    shape = [None if d is None else int(d) for d in tuple(getattr(tensor.shape, "as_list", lambda: tensor.shape)())]
-    shape[0] = batch_size
-    if steps is not None and len(shape) > 2 or (steps is not None and len(shape) == 2 and shape[1] is None):
-        if shape[1] not in (None, steps):
-            raise ValueError(f"Input `{tensor.name}` has {shape[1]} time steps, not steps={steps}")
-        shape[1] = steps
-    unknown = [axis for axis, d in enumerate(shape) if d is None and axis != 1]
-    if unknown:
-        raise ValueError(
-            f"Input `{tensor.name}` has an unknown dimension at axis {unknown[0]} (shape {tuple(shape)}); "
-            "TFLite needs every dimension but time fixed: give the model's `Input` a full shape"
-        )
-    return name or f"x{index}", shape, str(getattr(tensor.dtype, "name", tensor.dtype))
 
 
 def _refuse_stateful(model: Any) -> None:
@@ -229,19 +202,6 @@ def _run(interpreter: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     interpreter.invoke()
     outputs = sorted(interpreter.get_output_details(), key=lambda d: _output_index(d["name"]))
     return [interpreter.get_tensor(d["index"]).copy() for d in outputs]
-
-
-def random_inputs(specs: Sequence[tuple[str, list[int | None], str]], rng: Any, steps: int | None) -> list[Any]:
-    batch = []
-    for _, shape, dtype in specs:
-        concrete = [steps if d is None else d for d in shape]
-        if dtype.startswith(("int", "uint")):
-            batch.append(rng.integers(0, 2, size=concrete).astype(dtype))
-        elif dtype == "bool":
-            batch.append(rng.random(concrete) < 0.5)
-        else:
-            batch.append(rng.normal(size=concrete).astype(dtype))
-    return batch
 
 
 def _output_index(key: str) -> int:

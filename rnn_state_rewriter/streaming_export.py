@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rnn_state_rewriter.streaming import conditioned, start_tensors, streaming_model
+from rnn_state_rewriter.tflite_inputs import input_spec, random_inputs
 from rnn_state_rewriter.walk import Inventory, state_layer_feeding, walk
 
 __all__ = ["streaming_tflite"]
@@ -33,8 +34,6 @@ TOLERANCE = 1e-5
 
 def streaming_tflite(model: Any, batch_size: int, steps: int | None, tf: Any) -> bytes:
     """`to_tflite(model, streaming=True, ...)`: see `export.to_tflite`."""
-    from rnn_state_rewriter.export import input_spec
-
     inventory = walk(model)
     stream = streaming_model(model)
     count = len(inventory.model.inputs)
@@ -120,7 +119,6 @@ def _check(
 ) -> None:
     """The flatbuffer's `start` against `start_states`, and two chunks through `step` against the streaming
     model, on random inputs; raises where they differ beyond 1e-5."""
-    from rnn_state_rewriter.export import random_inputs
     from rnn_state_rewriter.streaming import start_states
 
     with warnings.catch_warnings():  # the check's own interpreter: its deprecation notice is not the caller's
