@@ -25,6 +25,7 @@ import numpy as np
 from rnn_state_rewriter.generation import KERAS_PACKAGES
 from rnn_state_rewriter.layer_copy import clone_layer
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState
+from rnn_state_rewriter.probing import as_numpy
 from rnn_state_rewriter.states import carried_state_variables, flatten_shapes, pack_like, state_shapes
 from rnn_state_rewriter.walk import Inventory, is_graph_model, state_layer_feeding, walk
 
@@ -137,7 +138,7 @@ def start_states(model: Any, batch_size: int = 1, context: Any = None) -> list[n
         raise ValueError(f"Argument `batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
     inventory = walk(model)
     _check_streamable(inventory)
-    return [_numpy(value) for value in start_tensors(inventory, int(batch_size), context)]
+    return [np.array(as_numpy(value)) for value in start_tensors(inventory, int(batch_size), context)]
 
 
 def start_tensors(inventory: Inventory, batch_size: int, context: Any) -> list[Any]:
@@ -176,12 +177,6 @@ def start_tensors(inventory: Inventory, batch_size: int, context: Any) -> list[A
 def conditioned(source: Any) -> bool:
     """Whether a state layer or wrapper conditions its states on a context."""
     return source.context_dim is not None or source.num_ids is not None
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a PyTorch tensor
-        value = value.detach().cpu()
-    return np.array(value)
 
 
 # ----------------------------------------------------------------------------
@@ -240,12 +235,10 @@ def _why_not_per_step(adapter: Any, layer: Any) -> str:
 
 
 def _last_axis(layer: Any) -> int:
-    shape = getattr(layer, "input_shape", None) if not hasattr(layer, "input") else None
     try:
-        shape = shape or layer.input.shape
+        return len(layer.input.shape) - 1
     except (AttributeError, ValueError):
         return -1
-    return len(shape) - 1
 
 
 def _tensors_with_time(inventory: Inventory) -> set[int]:

@@ -75,7 +75,7 @@ def streaming_tflite(model: Any, batch_size: int, steps: int | None, tf: Any) ->
         except Exception as error:  # the converter's own ConverterError, or anything it raises
             first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
             raise ValueError(f"TFLite cannot convert the streaming model of `{model.name}`: {first}") from error
-    _check(tf, model, stream, flatbuffer, chunk_specs, state_names, output_names, context, batch_size)
+    _check(tf, inventory, stream, flatbuffer, chunk_specs, state_names, output_names, context, batch_size)
     return flatbuffer
 
 
@@ -108,7 +108,7 @@ def _context_spec(inventory: Inventory, batch_size: int) -> tuple[str, list[int 
 
 def _check(
     tf: Any,
-    model: Any,
+    inventory: Inventory,
     stream: Any,
     flatbuffer: bytes,
     chunk_specs: list[Any],
@@ -119,7 +119,7 @@ def _check(
 ) -> None:
     """The flatbuffer's `start` against `start_states`, and two chunks through `step` against the streaming
     model, on random inputs; raises where they differ beyond 1e-5."""
-    from rnn_state_rewriter.streaming import start_states
+    model = inventory.model
 
     with warnings.catch_warnings():  # the check's own interpreter: its deprecation notice is not the caller's
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
@@ -128,10 +128,10 @@ def _check(
     given = {}
     if context is not None:
         _, shape, dtype = context
-        values = rng.integers(0, _ids(model), size=shape) if dtype == "int32" else rng.normal(size=shape)
+        values = rng.integers(0, _ids(inventory), size=shape) if dtype == "int32" else rng.normal(size=shape)
         given = {"context": values.astype(dtype)}
     started = interpreter.get_signature_runner("start")(**given)
-    expected = start_states(model, batch_size=batch_size, context=given.get("context"))
+    expected = [np.asarray(s) for s in start_tensors(inventory, batch_size, given.get("context"))]
     worst = max((_difference(started[n], e) for n, e in zip(state_names, expected, strict=True)), default=0.0)
     states = [started[name] for name in state_names]
     step = interpreter.get_signature_runner("step")
@@ -153,8 +153,7 @@ def _check(
         )
 
 
-def _ids(model: Any) -> int:
-    inventory = walk(model)
+def _ids(inventory: Inventory) -> int:
     counts = [
         int(layer.num_ids)
         for _, layer in inventory.tree
