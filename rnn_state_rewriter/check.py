@@ -33,16 +33,13 @@ from typing import Any
 import numpy as np
 
 from rnn_state_rewriter.backend import Adapter
-from rnn_state_rewriter.generation import KERAS_PACKAGES
 from rnn_state_rewriter.layer_copy import describe_error
 from rnn_state_rewriter.probing import Zeroed, as_numpy, probe_batch, run_model
-from rnn_state_rewriter.walk import Inventory
 
 __all__ = [
     "RetrofitMismatchError",
     "Probe",
     "check_copy",
-    "needs_check",
 ]
 
 
@@ -70,56 +67,6 @@ class Probe:
 
     def __repr__(self) -> str:
         return f"Probe(max_change={self.max_change:.3g}, samples={self.samples})"
-
-
-# ----------------------------------------------------------------------------
-# Whether to check
-# ----------------------------------------------------------------------------
-
-
-def _unvouched(layer: Any) -> str | None:
-    """Why rebuilding `layer` from its config and copying its saved state may not give the same layer.
-
-    Keras' own layers (`keras.layers`, `tf_keras.layers`) are rebuilt exactly
-    from their configs, and their saving methods carry their whole state, as
-    Keras' own file format relies on; and so are this package's layers. Not
-    vouched for: custom classes and wrappers of user code (`JaxLayer`,
-    `TorchModuleWrapper`), whose behaviour their config may not describe, and
-    preprocessing layers, whose state (statistics, vocabularies) is more than
-    their variables. A `Lambda` is vouched for: its copy holds the same live
-    function, mask and arguments (`layer_copy`).
-    """
-    cls = type(layer)
-    module = cls.__module__
-    if module.split(".")[0] == "rnn_state_rewriter":
-        return None
-    keras_layer = ".layers." in module or module.endswith(".input_layer")
-    if module.split(".")[0] not in KERAS_PACKAGES or not keras_layer:
-        return f"its class {cls.__name__} runs code the rewrite cannot read"
-    if ".preprocessing." in module:
-        return "its state is more than its variables"
-    return None
-
-
-def needs_check(inventory: Inventory) -> str | None:
-    """Why the copy of the walked model must be run to be vouched for (naming a layer), or None if it need not.
-
-    None when the model is a Functional or Sequential model whose layers, at
-    any depth, are all Keras' own layers, other than `Lambda` and the
-    preprocessing layers: such a copy is exact by construction.
-    """
-    adapter, model = inventory.adapter, inventory.model
-    if not (adapter.is_functional(model) or adapter.is_sequential(model)):
-        return f"model '{model.name}' is subclassed: the rewrite cannot read its `call`"
-    for prefix, layer in inventory.tree:
-        for part in [layer, *adapter.sublayers(layer)]:
-            if adapter.is_functional(part) or adapter.is_sequential(part):
-                continue
-            reason = _unvouched(part)
-            if reason:
-                name = f"{prefix}{layer.name}" + ("" if part is layer else f" (its sublayer '{part.name}')")
-                return f"layer '{name}': {reason}"
-    return None
 
 
 # ----------------------------------------------------------------------------

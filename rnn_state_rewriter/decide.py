@@ -19,11 +19,12 @@ from rnn_state_rewriter.arguments import distinct_initializers, per_state
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.context import Context, find_context
 from rnn_state_rewriter.generation import Generation, batch_axis, generation_of
+from rnn_state_rewriter.layer_copy import unvouched
 from rnn_state_rewriter.options import LayerSelection, RetrofitOptions
 from rnn_state_rewriter.plan import ADD, SKIP, Action, Decision, Plan, PlannedCall, Route
 from rnn_state_rewriter.states import describe_kind, flatten_shapes, is_stateful, state_shapes
 from rnn_state_rewriter.surgery import Site
-from rnn_state_rewriter.walk import Inventory, RecurrentCall, SiteKey, state_layer_feeding, walk
+from rnn_state_rewriter.walk import Inventory, RecurrentCall, SiteKey, is_graph_model, state_layer_feeding, walk
 
 __all__ = ["decide", "make_plan", "plan_trainable_initial_states", "selector"]
 
@@ -55,6 +56,25 @@ def decide(inventory: Inventory, options: RetrofitOptions) -> Plan:
             "ConvLSTM or Bidirectional) to give a trainable initial state."
         )
     return _Decider(inventory, selected, options, context).plan()
+
+
+def _unvouched(inventory: Inventory) -> str | None:
+    """Why the copy of the walked model must be run to be vouched for (naming a layer), or None if it need not.
+
+    None when the model is a Functional or Sequential model whose layers, at
+    any depth, are all Keras' own layers, other than the preprocessing layers
+    (`layer_copy.unvouched`): such a copy is exact by construction.
+    """
+    adapter, model = inventory.adapter, inventory.model
+    if not is_graph_model(adapter, model):
+        return f"model '{model.name}' is subclassed: the rewrite cannot read its `call`"
+    for prefix, layer in inventory.tree:
+        for part in [layer, *adapter.sublayers(layer)]:
+            reason = None if is_graph_model(adapter, part) else unvouched(part)
+            if reason:
+                name = f"{prefix}{layer.name}" + ("" if part is layer else f" (its sublayer '{part.name}')")
+                return f"layer '{name}': {reason}"
+    return None
 
 
 def _generation_or_none(cls: type) -> Generation | None:
@@ -182,7 +202,13 @@ class _Decider:
             if any(path.startswith(site.name + "/") for path in added)
         }
         decisions = [*sites.values(), *surgery.values()]
-        return Plan(self.adapter, model, self.options, decisions, graphs, surgery, submodels, inventory)
+        unvouched = _unvouched(inventory)
+        check = self.options.run_check
+        if check is None:
+            check = self.options.sample is not None or unvouched is not None
+        return Plan(
+            self.adapter, model, self.options, decisions, graphs, surgery, submodels, inventory, unvouched, check
+        )
 
     def decide_call(self, call: RecurrentCall, number: int) -> Decision:
         """The decision of one call of a recurrent layer in a graph."""

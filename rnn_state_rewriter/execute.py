@@ -1,6 +1,10 @@
 """The executors: the plan carried out, looking decisions up by key, deciding nothing.
 
-The graph route (`_rebuild_graph`) replays each graph's planned calls with a
+`Executor.run` makes the copy: a graph model's graph rebuilt, a subclassed
+model copied from its config (`state_copy.copy_model`) or, with `in_place`,
+changed itself; then the layers its attributes hold are operated on; then, as
+the options say, every pre-existing weight frozen and the copy compiled like
+the original. The graph route (`_rebuild_graph`) replays each graph's planned calls with a
 `TrainableInitialState` in front of each call site that gets states, or a
 `TrainableInitialStateRNN` around a stateful layer; surgery (`Executor` as the
 replacement function of `surgery.replace`) wraps a recurrent layer held by an
@@ -10,12 +14,14 @@ attribute, and rebuilds a graph submodel held by one from the same plan.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from rnn_state_rewriter import surgery
 from rnn_state_rewriter.layers import SequenceMask, classes_of
 from rnn_state_rewriter.plan import Action, Decision, Plan, Route
 from rnn_state_rewriter.rebuild import GraphRebuild, Site
+from rnn_state_rewriter.state_copy import compile_like, copy_model, freeze_all_but_states
 from rnn_state_rewriter.walk import is_graph_model
 
 __all__ = ["Executor"]
@@ -92,6 +98,25 @@ class Executor:
         self.variables: list[Any] = []
         self.made: set[int] = set()
 
+    def run(self, first_call: Callable[[Any], Any]) -> tuple[Any, GraphRebuild | None]:
+        """The retrofitted model, and the rebuild of its graph (None for a subclassed model).
+
+        `first_call(copy)` calls a subclassed model's copy once, where building
+        it leaves weights to create.
+        """
+        adapter, model, options = self.adapter, self.plan.model, self.plan.options
+        rebuild = None
+        if is_graph_model(adapter, model):
+            new_model, rebuild = self.graph(model, "")
+        else:
+            new_model = model if options.in_place else copy_model(adapter, model, first_call)
+            self.operate(model, new_model)
+        if options.freeze_base:
+            freeze_all_but_states(adapter, new_model)
+        if not options.in_place:
+            compile_like(adapter, new_model, model)
+        return new_model, rebuild
+
     def graph(self, model: Any, prefix: str) -> tuple[Any, GraphRebuild]:
         """The copy of graph model `model` (planned at `prefix`), its layers' attributes operated on."""
         new_model, state_layers, rebuild = _rebuild_graph(self.plan, model)
@@ -104,10 +129,10 @@ class Executor:
 
     def operate(self, original: Any, copy: Any, prefix: str = "") -> None:
         """Surgery on `copy` at the places the walk found in `original` (named from `prefix`), looked up by
-        their steps; then `copy` remembers the wrappers for saving."""
+        their steps; then `copy` remembers the wrappers made here, for saving (`surgery.remember`)."""
         sites = [surgery.resolve(self.adapter, copy, site) for site in self.plan.inventory.sites[id(original)]]
         surgery.replace(self.adapter, sites, self)
-        self.remember(copy, sites, prefix)
+        surgery.remember(self.adapter, copy, sites, prefix, self.made)
 
     def __call__(self, site: surgery.Site) -> Any:
         if is_graph_model(self.adapter, site.layer):
@@ -130,19 +155,3 @@ class Executor:
         self.variables += wrapper.state_variables
         self.made.add(id(wrapper))
         return wrapper
-
-    def remember(self, root: Any, sites: list[surgery.Site], prefix: str) -> None:
-        """Lets `root` save where the wrappers made here are (at `sites`, named from `prefix`), so that a
-        `.keras` file loads them back.
-
-        A wrapper that its owner's config carries already (the `layer` of a
-        `TimeDistributed`) loads back through that config: the owner keeps its class.
-        """
-        now = [surgery.resolve(self.adapter, root, site) for site in sites]  # what each place holds now
-        wrapped = {
-            site.path[len(prefix) :]: surgery.wrapper_options(site.layer)
-            for site in now
-            if id(site.layer) in self.made and not surgery.config_holds(self.adapter, site.owner, site.layer)
-        }
-        if wrapped:
-            surgery.remember(self.adapter, root, wrapped)

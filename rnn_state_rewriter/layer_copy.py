@@ -32,6 +32,7 @@ from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.generation import KERAS_PACKAGES
 
 __all__ = [
+    "unvouched",
     "custom_objects",
     "from_config_of",
     "is_custom",
@@ -66,6 +67,30 @@ def describe_error(error: BaseException) -> str:
 def is_custom(obj: Any) -> bool:
     module = getattr(obj, "__module__", None) or ""
     return module.split(".", 1)[0] not in _FRAMEWORKS
+
+
+def unvouched(layer: Any) -> str | None:
+    """Why rebuilding `layer` from its config and copying its saved state may not give the same layer.
+
+    Keras' own layers (`keras.layers`, `tf_keras.layers`) are rebuilt exactly
+    from their configs, and their saving methods carry their whole state, as
+    Keras' own file format relies on; and so are this package's layers. Not
+    vouched for: custom classes and wrappers of user code (`JaxLayer`,
+    `TorchModuleWrapper`), whose behaviour their config may not describe, and
+    preprocessing layers, whose state (statistics, vocabularies) is more than
+    their variables. A `Lambda` is vouched for: its copy holds the same live
+    function, mask and arguments (`clone_layer`).
+    """
+    cls = type(layer)
+    module = cls.__module__
+    if module.split(".")[0] == "rnn_state_rewriter":
+        return None
+    keras_layer = ".layers." in module or module.endswith(".input_layer")
+    if module.split(".")[0] not in KERAS_PACKAGES or not keras_layer:
+        return f"its class {cls.__name__} runs code the rewrite cannot read"
+    if ".preprocessing." in module:
+        return "its state is more than its variables"
+    return None
 
 
 def custom_objects(adapter: Adapter, objects: Iterable[Any]) -> dict[str, Any]:

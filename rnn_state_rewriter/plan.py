@@ -3,8 +3,9 @@
 One `Decision` per call of a recurrent layer in a graph and per recurrent
 layer reached through an attribute, with why it is skipped where it is; each
 graph's calls in the order the rebuild replays them, each with its decision;
-the options; and the walk's record itself (`walk.Inventory`), which the check
-reads. The executors look decisions up here by key and decide nothing.
+the options; whether the copy must run to be checked; and the walk's record
+itself (`walk.Inventory`). The executors look decisions up here by key and
+decide nothing.
 """
 
 from __future__ import annotations
@@ -143,6 +144,12 @@ class Plan:
             executor rebuilds each from `graphs`. Other graph submodels are
             left as they are.
         inventory: the walk's record of the model.
+        unvouched: why the construction cannot vouch for the copy (naming a
+            layer: a subclassed model, a custom layer, a preprocessing layer),
+            or None where the copy is exact by construction.
+        check: whether the retrofit runs the copy against the original (the
+            option `check`; with `"auto"`, where a reason is above or a
+            `sample` was given).
     """
 
     adapter: Adapter
@@ -153,6 +160,8 @@ class Plan:
     surgery: dict[str, Decision]
     submodels: dict[str, Any]
     inventory: Inventory
+    unvouched: str | None
+    check: bool
 
     def added(self) -> list[Decision]:
         """The decisions that add states."""

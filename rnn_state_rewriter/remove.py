@@ -10,10 +10,9 @@ from rnn_state_rewriter import surgery
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.layers import SequenceMask, TrainableInitialState
 from rnn_state_rewriter.plan import PlannedCall
-from rnn_state_rewriter.probing import probe_batch
+from rnn_state_rewriter.probing import call_model, probe_batch
 from rnn_state_rewriter.rebuild import MISSING, GraphRebuild, Site
-from rnn_state_rewriter.rewrite import copy_subclassed
-from rnn_state_rewriter.state_copy import compile_like
+from rnn_state_rewriter.state_copy import compile_like, copy_model
 from rnn_state_rewriter.walk import Inventory, is_graph_model, state_layer_feeding, walk
 
 __all__ = ["remove_trainable_initial_states"]
@@ -77,9 +76,9 @@ def _remove(inventory: Inventory, model: Any) -> Any:
             site = dataclasses.replace(site, args=args, kwargs=kwargs)
         return site.call_plain(adapter)
 
-    def unwrap(copy: Any, original: Any, from_original: bool = True) -> None:
+    def unwrap(copy: Any, original: Any) -> None:
         """Unwraps what `copy` holds at the places the walk found in `original`; a graph submodel there is
-        removed from the original's (`from_original`), else from the one the copy holds."""
+        removed from the original's, whose record the walk made with the model's (not walked again)."""
         if is_graph_model(adapter, copy) or adapter.recurrent_kind(copy) is not None:
             return
         found = inventory.sites.get(id(original), [])
@@ -87,16 +86,17 @@ def _remove(inventory: Inventory, model: Any) -> Any:
         originals = {id(there.layer): site.layer for site, there in zip(found, sites, strict=True)}
 
         def removed(site: surgery.Site) -> Any:  # a graph submodel with nothing added is kept as it was copied
-            submodel = originals[id(site.layer)] if from_original else site.layer
+            submodel = originals[id(site.layer)]
             if not any(_is_added(adapter)(sub) for sub in adapter.sublayers(submodel)):
                 return None
-            # the original's was walked with the model: its record is read, not walked again
-            return _remove(inventory, submodel) if from_original else remove_trainable_initial_states(submodel)
+            return _remove(inventory, submodel)
 
         surgery.unwrap_all(adapter, copy, sites, removed)
 
     if not is_graph_model(adapter, model):
-        new_model = copy_subclassed(adapter, model, lambda: probe_batch(adapter, model), skip=_is_added(adapter))
+        new_model = copy_model(
+            adapter, model, lambda copy: call_model(copy, probe_batch(adapter, model)), skip=_is_added(adapter)
+        )
         unwrap(new_model, model)
         compile_like(adapter, new_model, model)
         return new_model
@@ -123,7 +123,7 @@ def _remove(inventory: Inventory, model: Any) -> Any:
     )
     new_model = rebuild(model)
     for original, clone in rebuild.pairs:
-        unwrap(clone, original, from_original=False)
+        unwrap(clone, original)
     compile_like(adapter, new_model, model)
     return new_model
 

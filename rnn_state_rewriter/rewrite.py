@@ -1,11 +1,13 @@
 """`add_trainable_initial_states`: plan, execute, check.
 
-Data flows one way: model -> plan (`plan.py`: the walk, one decision per
-recurrent call site or attribute site, the options it was made with) -> the
+Data flows one way: model -> the walk (`walk.py`: one pass, a record of what
+there is) -> the decisions (`decide.py`: one per recurrent call site or
+attribute site, whether to check, with the options, in a `plan.Plan`) -> the
 plan executed (`execute.py`: every layer cloned, `layer_copy.py`, the plan's
-calls replayed into a new graph, `rebuild.py`, and held layers wrapped,
-`surgery.py`) -> weights copied -> self-check (`check.py`). The same code
-serves both Keras generations, through the model's `Adapter`.
+calls replayed into a new graph, `rebuild.py`, held layers wrapped,
+`surgery.py`, every weight and state copied, `state_copy.py`) -> the
+self-check (`check.py`). The same code serves both Keras generations, through
+the model's `Adapter`.
 
 Cloned layers are built with zeros initializers swapped in (their original
 initializers are put back right after, so configs are unchanged): the
@@ -16,22 +18,17 @@ orthogonal or glorot initializers on a large model would be wasted time.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any, Literal
 
-from rnn_state_rewriter.backend import Adapter
-from rnn_state_rewriter.check import Probe, check_copy, first_differing, needs_check
+from rnn_state_rewriter.check import Probe, check_copy, first_differing
 from rnn_state_rewriter.decide import make_plan
 from rnn_state_rewriter.execute import Executor
-from rnn_state_rewriter.layer_copy import build_sublayers_like, clone_layer, name_sublayers_like
-from rnn_state_rewriter.layers import TrainableInitialState
 from rnn_state_rewriter.options import LayerSelection, RetrofitOptions
 from rnn_state_rewriter.plan import Plan
 from rnn_state_rewriter.probing import call_model, probe_batch, run_model
-from rnn_state_rewriter.state_copy import compile_like, copy_weights
 from rnn_state_rewriter.walk import is_graph_model
 
-__all__ = ["add_trainable_initial_states", "retrofit", "copy_subclassed", "state_layers_in"]
+__all__ = ["add_trainable_initial_states", "retrofit"]
 
 
 def add_trainable_initial_states(
@@ -202,88 +199,30 @@ def retrofit(model: Any, options: RetrofitOptions, plan: Plan | None = None) -> 
     elif plan.model is not model:
         raise ValueError(f"Argument `plan` is the plan of model '{plan.model.name}', not of model '{model.name}'")
     adapter = plan.adapter
-    graph = is_graph_model(adapter, model)
-    if options.in_place and graph:
+    if options.in_place and is_graph_model(adapter, model):
         raise ValueError(
             f"Argument `in_place=True` is for subclassed models; model '{model.name}' is a "
             f"{type(model).__name__} model, which is always copied. Received: in_place=True"
         )
-    run_check = options.run_check
-    if run_check is None:
-        run_check = options.sample is not None or needs_check(plan.inventory) is not None
-    wrap = Executor(plan)
-    expected = None
-    sample = options.sample
-    if graph:
-        new_model, rebuild = wrap.graph(model, "")
+    inputs = functools.cache(lambda: probe_batch(adapter, model) if options.sample is None else options.sample)
+    # changed in place, the model's outputs before the change are what the check compares with
+    expected = run_model(adapter, model, inputs()) if options.in_place and plan.check else None
+    executor = Executor(plan)
+    new_model, rebuild = executor.run(lambda copy: call_model(copy, inputs()))
+    if not plan.check:
+        return new_model, None
+    if rebuild is not None:  # a graph: the check makes its probe batch itself, and can name a layer
+        sample = options.sample
         diagnose = functools.partial(first_differing, adapter, rebuild.outputs, model, new_model)
     else:
-        inputs = functools.cache(lambda: probe_batch(adapter, model) if options.sample is None else options.sample)
-        if options.in_place:
-            expected = run_model(adapter, model, inputs()) if run_check else None
-            new_model = model
-        else:
-            new_model = copy_subclassed(adapter, model, inputs)
-        wrap.operate(model, new_model)
-        sample, diagnose = (inputs() if run_check else None), None
-    probe = None
-    if run_check:
-        probe = check_copy(
-            adapter,
-            model,
-            new_model,
-            state_variables=wrap.variables,
-            sample=sample,
-            expected=expected,
-            diagnose=diagnose,
-        )
-    if options.freeze_base:
-        _freeze_all_but_states(adapter, new_model)
-    if not options.in_place:
-        compile_like(adapter, new_model, model)
+        sample, diagnose = inputs(), None
+    probe = check_copy(
+        adapter,
+        model,
+        new_model,
+        state_variables=executor.variables,
+        sample=sample,
+        expected=expected,
+        diagnose=diagnose,
+    )
     return new_model, probe
-
-
-def state_layers_in(adapter: Adapter, model: Any) -> list[Any]:
-    """The `TrainableInitialState` layers and wrappers anywhere in a model."""
-    return [
-        layer
-        for layer in adapter.sublayers(model)
-        if isinstance(layer, TrainableInitialState) or adapter.recurrent_kind(layer) == "trainable"
-    ]
-
-
-def copy_subclassed(
-    adapter: Adapter, model: Any, inputs: Callable[[], Any], skip: Callable[[Any], bool] | None = None
-) -> Any:
-    """A copy of a subclassed model, made as Keras copies it: from its config, built, its whole state copied.
-
-    `inputs()` gives a batch to call the copy on, where building it from its
-    build config leaves weights to create.
-
-    Raises:
-        TypeError: if the model cannot be rebuilt from its config (the message offers `in_place=True`).
-    """
-    try:
-        copy = clone_layer(adapter, model, "")
-    except TypeError as error:
-        raise TypeError(
-            f"{error} Or retrofit the model itself, without a copy: "
-            "`add_trainable_initial_states(model, in_place=True)`."
-        ) from error
-    name_sublayers_like(adapter, copy, model, skip)
-    adapter.build_like(copy, model)
-    build_sublayers_like(adapter, copy, model, skip)
-    copy_weights(adapter, [(model, copy)], lambda: call_model(copy, inputs()), skip=skip)
-    return copy
-
-
-def _freeze_all_but_states(adapter: Adapter, model: Any) -> None:
-    """Every pre-existing layer non-trainable; the state layers and wrappers (their states) stay trainable."""
-    for layer in adapter.sublayers(model):
-        if isinstance(layer, (adapter.keras_api.Model, TrainableInitialState)):
-            continue
-        if adapter.recurrent_kind(layer) == "trainable":
-            layer.layer.trainable = False
-            continue
-        layer.trainable = False

@@ -1,4 +1,4 @@
-"""Copying a layer's whole state into its clone, and compiling a copy like its original.
+"""Copying a layer's whole state into its clone, a subclassed model whole; a copy made ready to train.
 
 A layer's whole state is copied, as Keras' own `.keras` saving keeps it:
 variables pairwise with `assign` where the layer saves just its variables;
@@ -13,7 +13,8 @@ owns its buffers on every backend (JAX shares a buffer on a plain `assign`).
 
 The copy of a compiled model is compiled from the live compile arguments:
 the same loss objects and functions, fresh metric objects and a fresh
-optimizer of the same class and config.
+optimizer of the same class and config. With `freeze_base`, every
+pre-existing layer of the copy is made non-trainable but its new states.
 """
 
 from __future__ import annotations
@@ -27,9 +28,18 @@ from typing import Any
 import numpy as np
 
 from rnn_state_rewriter.backend import Adapter
-from rnn_state_rewriter.layer_copy import describe, describe_error, from_config_of, is_custom
+from rnn_state_rewriter.layer_copy import (
+    build_sublayers_like,
+    clone_layer,
+    describe,
+    describe_error,
+    from_config_of,
+    is_custom,
+    name_sublayers_like,
+)
+from rnn_state_rewriter.layers import TrainableInitialState
 
-__all__ = ["compile_like", "copy_state", "copy_weights", "needs_a_first_call"]
+__all__ = ["compile_like", "copy_model", "copy_state", "copy_weights", "freeze_all_but_states", "needs_a_first_call"]
 
 
 def needs_a_first_call(adapter: Adapter, old: Any, new: Any) -> bool:
@@ -224,6 +234,32 @@ def copy_weights(
             copy_state(adapter, old, new, os.path.join(assets, str(index)), skip)
 
 
+def copy_model(
+    adapter: Adapter, model: Any, first_call: Callable[[Any], Any], skip: Callable[[Any], bool] | None = None
+) -> Any:
+    """A copy of a subclassed model, made as Keras copies it: from its config, built, its whole state copied.
+
+    `first_call(copy)` calls the copy once, where building it from its build
+    config leaves weights to create. `skip` leaves out sublayers the copy
+    lacks (`copy_weights`).
+
+    Raises:
+        TypeError: if the model cannot be rebuilt from its config (the message offers `in_place=True`).
+    """
+    try:
+        copy = clone_layer(adapter, model, "")
+    except TypeError as error:
+        raise TypeError(
+            f"{error} Or retrofit the model itself, without a copy: "
+            "`add_trainable_initial_states(model, in_place=True)`."
+        ) from error
+    name_sublayers_like(adapter, copy, model, skip)
+    adapter.build_like(copy, model)
+    build_sublayers_like(adapter, copy, model, skip)
+    copy_weights(adapter, [(model, copy)], lambda: first_call(copy), skip=skip)
+    return copy
+
+
 def _fresh(adapter: Adapter, obj: Any) -> Any:
     """A new object of the same class and config (a metric without state, an optimizer without slots)."""
     return from_config_of(adapter, obj, [obj])
@@ -249,3 +285,14 @@ def compile_like(adapter: Adapter, new: Any, old: Any) -> None:
                 lambda m: _fresh(adapter, m) if isinstance(m, metric_class) else m, arguments[key]
             )
     new.compile(**arguments)
+
+
+def freeze_all_but_states(adapter: Adapter, model: Any) -> None:
+    """Every pre-existing layer non-trainable; the state layers and wrappers (their states) stay trainable."""
+    for layer in adapter.sublayers(model):
+        if isinstance(layer, (adapter.keras_api.Model, TrainableInitialState)):
+            continue
+        if adapter.recurrent_kind(layer) == "trainable":
+            layer.layer.trainable = False
+            continue
+        layer.trainable = False

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 from rnn_state_rewriter.backend import Adapter
 from rnn_state_rewriter.layers import classes_of
 
-__all__ = ["Site", "config_holds", "find_sites", "is_pending", "replace", "resolve", "unwrap_all"]
+__all__ = ["Site", "config_holds", "find_sites", "is_pending", "remember", "replace", "resolve", "unwrap_all"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +249,7 @@ class Remembers:
         adapter = adapter_for(instance)
         if instance.built:  # a layer that makes its recurrent layers in `build` is checked once built
             _check_sites(adapter, instance, remembered["wrapped"])
-        remember(adapter, instance, remembered["wrapped"])
+        _remember(adapter, instance, remembered["wrapped"])
         object.__setattr__(instance, "_rsr_pending", True)
         return instance
 
@@ -328,7 +328,24 @@ def wrapper_options(wrapper: Any) -> dict[str, Any]:
     return {name: config[name] for name in _WRAPPER_OPTIONS if config.get(name) is not None}
 
 
-def remember(adapter: Adapter, root: Any, wrapped: dict[str, dict[str, Any]]) -> None:
+def remember(adapter: Adapter, root: Any, sites: list[Site], prefix: str, made: Container[int]) -> None:
+    """Lets `root` save where the wrappers in `made` (by `id`) now are (at `sites`, named from `prefix`), so
+    that loading a `.keras` file puts them back.
+
+    A wrapper that its owner's config carries already (the `layer` of a
+    `TimeDistributed`) loads back through that config: the owner keeps its class.
+    """
+    now = [resolve(adapter, root, site) for site in sites]  # what each place holds now
+    wrapped = {
+        site.path[len(prefix) :]: wrapper_options(site.layer)
+        for site in now
+        if id(site.layer) in made and not config_holds(adapter, site.owner, site.layer)
+    }
+    if wrapped:
+        _remember(adapter, root, wrapped)
+
+
+def _remember(adapter: Adapter, root: Any, wrapped: dict[str, dict[str, Any]]) -> None:
     """Makes `root` save where its wrappers are (paths from `root`), so that loading it puts them back."""
     base = type(root)._rsr_base_class if isinstance(root, Remembers) else type(root)  # type: ignore[attr-defined]
     root.__class__ = remembering_class(adapter, base)

@@ -525,6 +525,55 @@ def test_a_custom_layer_making_its_recurrent_layer_in_build_saves_reloads_and_is
     assert same(predict(model, x), predict(rsr.remove_trainable_initial_states(new_model), x)) < 1e-6
 
 
+def test_a_submodel_a_custom_layers_config_carries_is_removed_from_the_walked_record(K, is_keras3, monkeypatch):
+    """A custom layer whose config carries its graph submodel, and which holds a recurrent layer of its own:
+    its copy rebuilds the submodel (with its states) from that config and takes its wrapper back once built.
+    The removal drops both from the record of the model it was given, walking nothing else."""
+    import rnn_state_rewriter.remove as remove_module
+
+    def serialize(layer):
+        return K.saving.serialize_keras_object(layer) if is_keras3 else K.layers.serialize(layer)
+
+    def deserialize(config):
+        return K.saving.deserialize_keras_object(config) if is_keras3 else K.layers.deserialize(config)
+
+    class Holder(K.layers.Layer):
+        def __init__(self, inner=None, **kwargs):
+            super().__init__(**kwargs)
+            if isinstance(inner, dict):
+                inner = deserialize(inner)
+            self.inner = inner or K.Sequential(
+                [K.Input((5, 3)), K.layers.LSTM(4, return_sequences=True, name="lstm")], name="inner"
+            )
+            self.gru = K.layers.GRU(2, name="gru")
+
+        def call(self, x):
+            return self.gru(self.inner(x))
+
+        def get_config(self):
+            return {**super().get_config(), "inner": serialize(self.inner)}
+
+    K.saving.register_keras_serializable("rsr_test_edges", f"Holder_{K.__name__}")(Holder)
+    inputs = K.Input((5, 3))
+    model = K.Model(inputs, Holder(name="holder")(inputs))
+    x = np.random.default_rng(3).normal(size=(2, 5, 3)).astype("float32")
+    new_model = rsr.add_trainable_initial_states(model, initializer="random_normal")
+    assert sorted(rsr.initial_states(new_model)) == ["holder/gru", "holder/inner/lstm"]
+    assert same(predict(model, x), predict(new_model, x)) > 1e-4
+    walked = []
+    walk = remove_module.walk
+    monkeypatch.setattr(remove_module, "walk", lambda m: walked.append(m.name) or walk(m))
+
+    plain = rsr.remove_trainable_initial_states(new_model)
+
+    assert walked == [new_model.name]
+    assert same(predict(model, x), predict(plain, x)) < 1e-6
+    holder = plain.get_layer("holder")
+    assert [type(layer).__name__ for layer in holder.inner.layers if "Input" not in type(layer).__name__] == ["LSTM"]
+    assert type(holder.gru) is K.layers.GRU
+    assert not rsr.initial_states(plain)
+
+
 def test_two_wrapped_layers_in_one_custom_layer_save_apart(K, is_keras3, tmp_path):
     class TwoGRU(K.layers.Layer):
         def __init__(self, **kwargs):
