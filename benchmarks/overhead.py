@@ -5,13 +5,23 @@ batch 64, 100 steps, 32 features) for the plain layer, the retrofitted model
 (`add_trainable_initial_states`), `TrainableInitialStateRNN`, the
 Dense-on-a-zero-input workaround of keras-team/keras#9797 (a reference: it too
 passes a learned `initial_state`), zeros passed as `initial_state` with no
-weights behind them (what passing states costs before any is learned) and,
-under tf-keras,
+weights behind them (a control: a state computed at run time, before any is
+learned), a second plain model built as the first (a control: the spread
+between two identical models) and, under tf-keras,
 `trainable-initial-state-rnn` 0.0.3 when installed. Each generation runs in
 its own process (0.0.3 needs `TF_USE_LEGACY_KERAS=1`); Keras 3 runs once per
 backend given with `--backend` (default: the one `KERAS_BACKEND` names, else
 TensorFlow), each in its own process, and tf-keras runs with the TensorFlow
-backend where TensorFlow is installed.
+backend where TensorFlow is installed. On TensorFlow, Keras 3 runs a second
+time with every model compiled with `jit_compile=True` (XLA; rows
+`tensorflow XLA`; tf-keras 2.21 compiles anew at every train step under XLA
+on the CPU, so it has none): on the CPU, Keras' default (`"auto"`) leaves XLA off, and
+TensorFlow's default executor then runs the LSTM's gradient loop 4 to 8% slower
+whenever its `initial_state` is computed at run time, a matter of the order
+it picks for the loop's ops, not of work (the zeros control pays it too, and
+`docs/investigations/process_spread.py` measures it over processes). XLA has
+no such schedule: the cost that is the package's own is read there, and on
+JAX and PyTorch.
 
 PyTorch runs with glibc's malloc thresholds fixed (`_common.TORCH_MALLOC`):
 Keras' pure-PyTorch RNN loops allocate 20 to 26 MB per step, and whether those
@@ -61,14 +71,23 @@ EXTRA_KINDS = [STATEFUL, BY_ID, BY_FEATURES]
 LIMIT = 1.02
 PLAIN = "plain layer"
 RETROFITTED = "retrofitted (add_trainable_initial_states)"
+SECOND_PLAIN = "plain layer, a second copy (control)"
+ZEROS = "zeros as initial_state (no weights)"
+XLA = " XLA"  # appended to the backend of rows compiled with jit_compile=True
+TF_KERAS_XLA = (
+    "tf_keras on tensorflow XLA: tf-keras 2.21 compiles a new XLA executable at every train step on the CPU "
+    "(about 2 s for a plain LSTM(16), as TensorFlow's log `Compilation of XLA executable` shows at each call), "
+    "so its rows would time the compiler"
+)
 FLUSHED = "(FTZ)"  # the label of PyTorch rows run with subnormals flushed to zero
 
 
-def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> list[dict]:
+def measure(generation: str, quick: bool, rounds: int, flush: bool = False, jit: bool = False) -> list[dict]:
     """Times every variant of every kind in interleaved rounds; returns the raw times.
 
     `flush`: PyTorch flushes subnormal numbers to zero (`torch.set_flush_denormal`), set before PyTorch
-    starts its worker threads, which keep the setting they start with.
+    starts its worker threads, which keep the setting they start with. `jit`: every model is compiled with
+    `jit_compile=True` (TensorFlow's XLA).
     """
     if flush:
         import torch
@@ -114,24 +133,28 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False) -> l
     for kind in KINDS[:1] if quick else KINDS:  # quick: the LSTM only
         K.utils.set_random_seed(0)
         plain = model_from(lambda t, kind=kind: recurrent(kind)(t))
+        K.utils.set_random_seed(0)
+        second = model_from(lambda t, kind=kind: recurrent(kind)(t))
         variants = {
             PLAIN: plain,
+            SECOND_PLAIN: second,
             RETROFITTED: rsr.add_trainable_initial_states(plain),
             "TrainableInitialStateRNN": model_from(
                 lambda t, kind=kind: rsr.TrainableInitialStateRNN(recurrent(kind))(t)
             ),
             "Dense on zero input (keras#9797)": with_states(kind, dense_on_zero_input),
-            "zeros as initial_state (no weights)": with_states(kind, zeros_as_initial_state),
+            ZEROS: with_states(kind, zeros_as_initial_state),
         }
         if Old is not None:
             variants["trainable-initial-state-rnn 0.0.3"] = model_from(lambda t, kind=kind: Old(recurrent(kind))(t))
-        results += timed(K, generation, kind, variants, x, y, quick, rounds, flush)
+        results += timed(K, generation, kind, variants, x, y, quick, rounds, flush, jit)
     for kind in EXTRA_KINDS[:1] if quick else EXTRA_KINDS:
         K.utils.set_random_seed(0)
         plain, inputs, options = extra_model(K, kind, units, batch, steps, features)
         retrofitted = rsr.add_trainable_initial_states(plain, **options)
         variants = {PLAIN: plain, RETROFITTED: retrofitted}
-        results += timed(K, generation, kind, variants, [x, *inputs] if inputs else x, y, quick, rounds, flush)
+        data = [x, *inputs] if inputs else x
+        results += timed(K, generation, kind, variants, data, y, quick, rounds, flush, jit)
     return results
 
 
@@ -155,14 +178,16 @@ def extra_model(K, kind: str, units: int, batch: int, steps: int, features: int)
     return model, [data], options
 
 
-def timed(K, generation: str, kind: str, variants: dict, x, y, quick: bool, rounds: int, flush: bool) -> list[dict]:
+def timed(
+    K, generation: str, kind: str, variants: dict, x, y, quick: bool, rounds: int, flush: bool, jit: bool = False
+) -> list[dict]:
     """Times a train step and a prediction of every variant in interleaved rounds; one row each."""
     from _common import interleaved_times
 
     calls = {}
-    backend = K.backend.backend() + (f" {FLUSHED}" if flush else "")
+    backend = K.backend.backend() + (f" {FLUSHED}" if flush else "") + (XLA if jit else "")
     for name, model in variants.items():
-        model.compile(K.optimizers.Adam(1e-3), "mse")
+        model.compile(K.optimizers.Adam(1e-3), "mse", **({"jit_compile": True} if jit else {}))
         try:
             for _ in range(1 if quick else 3):  # warm-up: tracing and first-call costs
                 model.train_on_batch(x, y)
@@ -184,7 +209,7 @@ def timed(K, generation: str, kind: str, variants: dict, x, y, quick: bool, roun
 
 
 def run_generation(
-    generation: str, backend: str, python: str, quick: bool, rounds: int, flush: bool = False
+    generation: str, backend: str, python: str, quick: bool, rounds: int, flush: bool = False, jit: bool = False
 ) -> list[dict]:
     """Runs `measure` for one generation on one backend in a child process and returns its rows."""
     from _common import child_env
@@ -195,6 +220,7 @@ def run_generation(
     command = [python, __file__, "--generation", generation, "--rounds", str(rounds)]
     command += ["--quick"] if quick else []
     command += ["--flush-denormal"] if flush else []
+    command += ["--jit"] if jit else []
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"{generation} ({backend}) run failed:\n{done.stderr[-3000:]}")
@@ -246,11 +272,20 @@ def report(results: list[dict], rounds: int, pythons: dict[str, str]) -> None:
     print()
     for backend, ratios in headline.items():
         train, predict = ratios["train"], ratios["predict"]
+        schedule = backend == "tensorflow" and f"tensorflow{XLA}" in headline
         print(
             f"Retrofitted Keras 3 LSTM against the plain layer on {backend}: train {train[0]:.3f} "
-            f"[{train[1]:.3f}, {train[2]:.3f}], predict {predict[0]:.3f} [{predict[1]:.3f}, {predict[2]:.3f}]."
+            f"[{train[1]:.3f}, {train[2]:.3f}], predict {predict[0]:.3f} [{predict[1]:.3f}, {predict[2]:.3f}]"
+            + (
+                " (TensorFlow's default executor: compare with the zeros control, which pays the same schedule, "
+                "and the second copy, the spread between identical models; the package's own cost is the XLA row)."
+                if schedule
+                else "."
+            )
         )
-    first = headline[next(iter(headline))]
+    # the headline reads where the cost is the package's own: XLA rather than TensorFlow's default executor
+    ours = [b for b in headline if not (b == "tensorflow" and f"tensorflow{XLA}" in headline)]
+    first = headline[ours[0]]
     print(f"overhead train={first['train'][0]:.3f} predict={first['predict'][0]:.3f}")
 
 
@@ -259,6 +294,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 31, quick 3)")
     parser.add_argument("--generation", choices=["keras3", "tf_keras"], help=argparse.SUPPRESS)
+    parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)  # a child: jit_compile=True
     from _common import backend_arguments, backend_pythons, generations_to_measure
 
     backend_arguments(parser)
@@ -272,7 +308,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 31)
     if args.generation:  # a child process: measure one generation, print JSON
-        print(json.dumps(measure(args.generation, args.quick, rounds, args.flush_denormal)))
+        print(json.dumps(measure(args.generation, args.quick, rounds, args.flush_denormal, args.jit)))
         return
     pythons = backend_pythons(args.backend, args.python)
     if args.flush_denormal and "torch" not in args.backend:
@@ -280,6 +316,10 @@ def main() -> None:
     results = []
     for generation, backend in generations_to_measure(args.backend, pythons):
         results += run_generation(generation, backend, pythons[backend], args.quick, rounds)
+        if backend == "tensorflow" and generation == "keras3":  # again under XLA: no executor schedule there
+            results += run_generation(generation, backend, pythons[backend], args.quick, rounds, jit=True)
+        elif backend == "tensorflow":
+            results.append({"note": TF_KERAS_XLA})
     if args.flush_denormal:
         results += run_generation("keras3", "torch", pythons["torch"], args.quick, rounds, flush=True)
     report(results, rounds, pythons)

@@ -39,6 +39,14 @@ def test_overhead_quick_ends_with_the_headline_line():
     assert last.startswith("overhead train=") and " predict=" in last
     assert "| keras3   | tensorflow" in out and "| tf_keras | tensorflow" in out and "Dense on zero input" in out
     assert "| stateful LSTM |" in out  # the quick run's one extra layer: plain against retrofitted
+    # Keras 3 on TensorFlow again under XLA, with both controls; tf-keras' XLA is said not to be measured
+    assert "| keras3   | tensorflow XLA |" in out and "| tf_keras | tensorflow XLA" not in out
+    assert "Not measured: tf_keras on tensorflow XLA" in out
+    for control in ("plain layer, a second copy (control)", "zeros as initial_state (no weights)"):
+        assert out.count(f"| {control}") >= 3  # TensorFlow, its XLA rows, tf-keras
+    xla_train = out.split("on tensorflow XLA: train ")[1].split(" ")[0]
+    if not HAS_JAX:  # the headline reads the package's own cost: XLA, not the default executor's schedule
+        assert last.startswith(f"overhead train={xla_train} ")
     # every row but the plain layer's has a ratio with its interval and a verdict against 1.02
     rows = [line for line in out.splitlines() if line.startswith("| keras3") or line.startswith("| tf_keras")]
     assert rows and all(line.count("[") == 6 for line in rows)
@@ -92,6 +100,16 @@ def test_benefit_quick_reports_every_variant():
     for variant in ("stateful, reset to a learned state", "chunks apart, learned state", "one learned state per id"):
         assert f"| {variant}" in out
     assert "| stream windows (the demo)" in out and "after each epoch of fine-tuning" in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aeon") is None, reason="needs the evidence extra (aeon's data)")
+def test_evidence_quick_compares_every_variant_on_real_data():
+    out = run("evidence.py")
+    assert "| JapaneseVowels" in out and "| pretrained, retrofitted, fine-tuned |" in out  # a column
+    for row in ("naive (last value)", "one learned start", "a learned start per series id"):
+        assert f"| {row} " in out
+    assert "| Daphnet S06R02E0 " in out and "| stateful, reset to a learned start |" in out
+    assert "(one seed)" in out  # the paired comparison, which needs seeds to say more
 
 
 @pytest.mark.tensorflow
