@@ -64,13 +64,24 @@ RETROFITTED, FROZEN, ZEROS, DENSE = (
     "Dense on zero input",
 )
 VARIANTS = [RETROFITTED, FROZEN, ZEROS, DENSE]
+# `--forms`: other ways of computing a learned start (its variables: one vector per state, zeros), each a
+# candidate for the executor's fast order; `zero` is the input's first step times zero, of shape (batch, 1).
+FORMS = {
+    "form: zero + w": lambda tf, zero, w, units: zero + w,
+    "form: BiasAdd(zeros, w)": lambda tf, zero, w, units: tf.nn.bias_add(tf.repeat(zero, units, axis=1), w),
+    "form: zero @ constant + w": lambda tf, zero, w, units: tf.matmul(zero, tf.zeros((1, units))) + w,
+    "form: BiasAdd(zero @ w, w)": lambda tf, zero, w, units: tf.nn.bias_add(tf.matmul(zero, w[None, :]), w),
+    # the workaround's graph with its kernel frozen: one more (non-trainable) variable per state
+    "form: BiasAdd(zero @ frozen kernel, w)": None,
+}
 
 
 KINDS = {"LSTM": "LSTM", "GRU": "GRU", "Bidirectional": "Bidirectional LSTM"}  # --layer -> _common's kind
 
 
-def build(layer: str, seed: int) -> dict:
-    """The plain model and the four variants, all with the plain model's recurrent and output weights."""
+def build(layer: str, seed: int, forms: bool = False) -> dict:
+    """The plain model and the four variants, all with the plain model's recurrent and output weights; with
+    `forms`, also a model for each of `FORMS` (TensorFlow)."""
     import keras as K
     from _common import dense_on_zero_input, head_model, model_with_states, recurrent_layer, zeros_as_initial_state
 
@@ -92,13 +103,40 @@ def build(layer: str, seed: int) -> dict:
         raise RuntimeError("the retrofitted model has no TrainableInitialState layer to freeze")
     for state_layer in state_layers:
         state_layer.trainable = False  # the state stays exactly zero and gets no gradient
-    return {
+    models = {
         "plain": plain,
         RETROFITTED: rsr.add_trainable_initial_states(plain),
         FROZEN: frozen,
         ZEROS: with_states(zeros_as_initial_state),
         DENSE: with_states(dense_on_zero_input),
     }
+    for name in FORMS if forms else []:
+        models[name] = with_states(lambda K, kind, units, name=name: form_states(K, kind, units, name))
+    return models
+
+
+def form_states(K, kind: str, units: int, name: str):
+    """For `initial_state=`: the states of one of `FORMS`, from a layer holding one zero vector per state."""
+    import tensorflow as tf
+    from _common import STATE_COUNTS
+
+    class Form(K.layers.Layer):
+        def build(self, input_shape):
+            count = STATE_COUNTS[kind]
+            self.starts = [self.add_weight(shape=(units,), initializer="zeros", name=f"s{i}") for i in range(count)]
+            if FORMS[name] is None:
+                self.kernels = [
+                    self.add_weight(shape=(1, units), initializer="zeros", trainable=False, name=f"k{i}")
+                    for i in range(count)
+                ]
+
+        def call(self, x):
+            zero = x[:, 0, :1] * 0.0
+            if FORMS[name] is None:
+                return [tf.nn.bias_add(tf.matmul(zero, k), w) for k, w in zip(self.kernels, self.starts, strict=True)]
+            return [FORMS[name](tf, zero, w, units) for w in self.starts]
+
+    return lambda inputs: Form()(inputs)
 
 
 def data(seed: int) -> tuple:
@@ -128,7 +166,7 @@ def warm_up(models: dict, x, y) -> dict:
     return graphs
 
 
-def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
+def measure(layer: str, rounds: int, seed: int, inter_op: int | None, forms: bool = False) -> dict:
     """One process: the median per-round CPU and wall time ratio of each variant to the plain layer; on
     TensorFlow with `TF_DUMP_GRAPH_PREFIX` set, each model's `state_gradient_order` too."""
     if inter_op is not None:
@@ -139,11 +177,13 @@ def measure(layer: str, rounds: int, seed: int, inter_op: int | None) -> dict:
     from _common import interleaved_times
 
     x, y = data(seed)
-    models = build(layer, seed)
+    models = build(layer, seed, forms)
     orders = {name: state_gradient_order(graph) for name, graph in warm_up(models, x, y).items()}
     times = interleaved_times({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()}, rounds)
     ratios = {
-        clock: {name: float(np.median(times[name][clock] / times["plain"][clock])) for name in VARIANTS}
+        clock: {
+            name: float(np.median(times[name][clock] / times["plain"][clock])) for name in models if name != "plain"
+        }
         for clock in ("cpu", "wall")
     }
     return {**ratios, "plain ms": float(np.median(times["plain"]["wall"]) * 1000), "order": orders}
@@ -409,7 +449,7 @@ def order_table(per_process: list[dict]) -> str:
 
     groups: dict[tuple[str, str], list[float]] = {}
     for p in per_process:
-        for name in VARIANTS:
+        for name in p["wall"]:
             groups.setdefault((p["order"]["plain"], p["order"][name]), []).append(p["wall"][name])
     rows = [
         [plain, variant, str(len(ratios)), f"{np.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"]
@@ -441,6 +481,11 @@ def main() -> None:
         action="store_true",
         help="instead of timing: one process's train steps under TensorFlow's profiler, loop by loop",
     )
+    parser.add_argument(
+        "--forms",
+        action="store_true",
+        help="TensorFlow only: also time other ways of computing a learned start (FORMS), each in every process",
+    )
     parser.add_argument("--quick", action="store_true", help="2 processes of 2 rounds (a smoke run)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -448,6 +493,8 @@ def main() -> None:
 
     backend_arguments(parser)
     args = parser.parse_args()
+    if args.forms and args.backend != ["tensorflow"]:
+        parser.error("`--forms` builds its starts with TensorFlow's ops; it takes `--backend tensorflow` alone.")
     if args.inter_op is not None and args.backend != ["tensorflow"]:
         parser.error(
             "`--inter-op` sets TensorFlow's threads; it takes `--backend tensorflow` alone. "
@@ -461,7 +508,7 @@ def main() -> None:
         elif args.timeline:
             result = timelines(args.layer, args.rounds)
         else:
-            result = measure(args.layer, args.rounds, args.seed, args.inter_op)
+            result = measure(args.layer, args.rounds, args.seed, args.inter_op, args.forms)
         print(json.dumps(result))
         return
     if args.timeline:
@@ -483,6 +530,7 @@ def main() -> None:
         for seed in range(args.processes):
             command = [pythons[backend], __file__, "--child", "--layer", args.layer, "--rounds", str(args.rounds)]
             command += ["--seed", str(seed)] + (["--inter-op", str(args.inter_op)] if args.inter_op is not None else [])
+            command += ["--forms"] if args.forms else []
             env = child_env(backend, steady_heap=True)
             with tempfile.TemporaryDirectory() as dump:
                 if backend == "tensorflow":  # the child reads each model's executed graph from there
@@ -491,7 +539,7 @@ def main() -> None:
             if done.returncode != 0:
                 sys.exit(f"a {backend} process failed:\n{done.stderr[-3000:]}")
             per_process.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        for name in VARIANTS:
+        for name in per_process[0]["wall"]:
             row = [backend, args.layer, name]
             for clock in ("cpu", "wall"):
                 ratios = np.array([p[clock][name] for p in per_process])
@@ -503,7 +551,7 @@ def main() -> None:
             per_process_tf = per_process
             orders = [
                 f"- process {seed}: plain {p['order']['plain']}; "
-                + "; ".join(f"{name} {p['order'][name]} ({p['wall'][name]:.3f})" for name in VARIANTS)
+                + "; ".join(f"{name} {p['order'][name]} ({p['wall'][name]:.3f})" for name in p["wall"])
                 for seed, p in enumerate(per_process)
             ]
     print(f"Machine: {machine(pythons)}")
