@@ -90,6 +90,19 @@ def test_process_spread_reports_each_process_and_the_spread_over_them():
     assert sum(counts) == 8, out  # 4 variants x 2 processes
 
 
+def test_process_spread_forms_times_every_way_of_computing_the_start_in_each_process():
+    out = run("process_spread.py", "--forms")
+    variants = [line.split("|")[3].strip() for line in out.splitlines() if line.startswith("| tensorflow")]
+    assert variants[: len(VARIANT_NAMES)] == VARIANT_NAMES, out
+    spec = importlib.util.spec_from_file_location("process_spread", HERE / "process_spread.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert [v for v in variants if v.startswith("form: ")] == list(module.FORMS), out
+    grouped = [line.split("|") for line in out.split("grouped by the plain model's order")[1].splitlines()]
+    counts = [int(cells[3]) for cells in grouped if len(cells) > 4 and cells[1].strip().startswith(("first", "queued"))]
+    assert sum(counts) == 2 * len(variants), out  # every variant's order read in both processes
+
+
 def test_process_spread_timeline_profiles_both_loops_of_every_model():
     out = run("process_spread.py", "--timeline")
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
