@@ -149,11 +149,10 @@ def smape(forecast: np.ndarray, actual: np.ndarray) -> np.ndarray:
 def stream_data(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A long recording cut into streams of `STREAM_STEPS` steps, standardized by the training part; inputs
     and next-step targets (every channel), the first 70% of the streams for training."""
+    import aeon
     import pandas as pd
-    from aeon.datasets import load_classification  # noqa: F401 (the data folder of the installed aeon)
-    from aeon.datasets._data_loaders import DIRNAME, MODULE
 
-    folder = os.path.join(MODULE, DIRNAME)
+    folder = os.path.join(os.path.dirname(aeon.__file__), "datasets", "data")  # the sets aeon ships
     if name.startswith("Daphnet"):
         frame = pd.read_csv(os.path.join(folder, "Daphnet_S06R02E0", "S06R02E0.csv"))
         values = frame.drop(columns=["timestamp", "is_anomaly"]).to_numpy(dtype="float64")
@@ -216,8 +215,9 @@ def run_classification(data: tuple, seed: int, steps: int) -> dict[str, float]:
     }
 
 
-def run_forecast(data: dict[str, np.ndarray], seed: int, epochs: int) -> dict[str, tuple[float, float]]:
-    """sMAPE and MASE of each variant on every series' last `HORIZON` values (means over series and steps)."""
+def run_forecast(data: dict[str, np.ndarray], seed: int, epochs: int) -> dict[str, tuple[float, float, np.ndarray]]:
+    """sMAPE and MASE of each variant on every series' last `HORIZON` values (means over series and steps),
+    and sMAPE per horizon step (`forecast_errors`)."""
     import keras
 
     import rnn_state_rewriter as rsr
