@@ -213,43 +213,28 @@ class _Decider:
     def decide_call(self, call: RecurrentCall, number: int) -> Decision:
         """The decision of one call of a recurrent layer in a graph."""
         layer = call.layer
-        decision = Decision(
-            call.path,
-            describe_kind(layer),
-            ADD,
-            layer=layer,
-            call=number,
-            runtime_mask=call.runtime_mask,
-            stateful=is_stateful(layer),
-            batch_axis=batch_axis(layer),
-        )
+        decision = _to_add(call.path, layer, call=number, runtime_mask=call.runtime_mask)
         reason = self.reason_to_skip(call.path, layer, call.args, call.kwargs)
         if reason:
             return dataclasses.replace(decision, action=SKIP, reason=reason, runtime_mask=False)
-        structure = self.structure(call.path, layer)
-        flat = tuple(tuple(s) for s in flatten_shapes(structure))
         route = Route.WRAP if decision.stateful else Route.GRAPH
-        return dataclasses.replace(decision, state_shapes=flat, structure=structure, route=route)
+        return self.with_states(decision, route=route)
 
     def decide_surgery(self, site: Site) -> Decision:
         """The decision of a recurrent layer reached through an attribute."""
         layer = site.layer
-        decision = Decision(
-            site.name,
-            describe_kind(layer),
-            ADD,
-            layer=layer,
-            route=Route.SURGERY,
-            stateful=is_stateful(layer),
-            batch_axis=batch_axis(layer),
-        )
+        decision = _to_add(site.name, layer, route=Route.SURGERY)
         if self.adapter.recurrent_kind(layer) == "trainable":
             return dataclasses.replace(decision, action=SKIP, reason="already has a trainable initial state")
         if not self.selected(site.name, layer):
             return dataclasses.replace(decision, action=SKIP, reason="not selected")
-        structure = self.structure(site.name, layer)
+        return self.with_states(decision)
+
+    def with_states(self, decision: Decision, **fields: Any) -> Decision:
+        """`decision` with the state structure and shapes of its layer (and `fields`)."""
+        structure = self.structure(decision.path, decision.layer)
         flat = tuple(tuple(s) for s in flatten_shapes(structure))
-        return dataclasses.replace(decision, state_shapes=flat, structure=structure)
+        return dataclasses.replace(decision, state_shapes=flat, structure=structure, **fields)
 
     def reason_to_skip(self, path: str, layer: Any, args: Any, kwargs: Any) -> str:
         adapter = self.adapter
@@ -273,6 +258,19 @@ class _Decider:
                 per_state(value, count, argument, f"layer '{path}'")
             self.shapes[id(layer)] = structure
         return self.shapes[id(layer)]
+
+
+def _to_add(path: str, layer: Any, **fields: Any) -> Decision:
+    """A decision to give `layer` a state, before its shapes are read."""
+    return Decision(
+        path,
+        describe_kind(layer),
+        ADD,
+        layer=layer,
+        stateful=is_stateful(layer),
+        batch_axis=batch_axis(layer),
+        **fields,
+    )
 
 
 def plan_trainable_initial_states(

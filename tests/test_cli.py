@@ -150,6 +150,16 @@ def test_existing_output_is_refused_unless_force(files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.keras"]
 
 
+@pytest.mark.parametrize("command", ["add", "convert", "export"])
+def test_an_output_in_a_missing_folder_is_refused_before_the_model_is_read(tmp_path, command):
+    """The output is checked first: an unreadable input is not even opened (its error would come first)."""
+    source = tmp_path / ("in.h5" if command == "convert" else "in.keras")
+    source.write_bytes(b"not a model")
+    out = tmp_path / "missing" / ("m.tflite" if command == "export" else "m.keras")
+    assert_refused(run(command, str(source), str(out)), 1, "does not exist", str(tmp_path / "missing"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
 def test_output_equal_to_input_is_a_usage_error(files):
     before = files["k3.keras"].read_bytes()
     result = run("add", str(files["k3.keras"]), str(files["k3.keras"]))

@@ -45,8 +45,7 @@ from conftest import (
     snapshot,
     to_numpy,
 )
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import rnn_state_rewriter as rsr
 

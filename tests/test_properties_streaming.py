@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from conftest import property_settings, release_compiled_code, to_numpy
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import rnn_state_rewriter as rsr
 

@@ -26,8 +26,7 @@ import functools
 
 import numpy as np
 from conftest import assert_same_weights, property_settings, release_compiled_code, snapshot, to_numpy
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 import rnn_state_rewriter as rsr
 

@@ -23,41 +23,17 @@ from keras.src.saving.serialization_lib import SafeModeScope as SafeModeScope  #
 import rnn_state_rewriter.activations  # noqa: F401  (registers Keras 2's hard_sigmoid for Keras 3 files)
 from rnn_state_rewriter.backend.keras3_ops import (  # the tensor operations of the layers, the Adapter's
     batch_of as batch_of,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     batch_size as batch_size,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     broadcast_to_batch as broadcast_to_batch,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     flag as flag,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     lookup as lookup,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     mask_of as mask_of,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     noise_source as noise_source,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     normal as normal,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     prepare_stateful as prepare_stateful,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     project as project,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     read as read,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     to_tensor as to_tensor,
-)
-from rnn_state_rewriter.backend.keras3_ops import (
     zero_state as zero_state,
 )
 from rnn_state_rewriter.generation import Generation, recurrent_kind_in

@@ -23,41 +23,17 @@ from tf_keras.src.saving.serialization_lib import SafeModeScope as SafeModeScope
 
 from rnn_state_rewriter.backend.tf_keras_ops import (  # the tensor operations of the layers, the Adapter's
     batch_of as batch_of,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     batch_size as batch_size,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     broadcast_to_batch as broadcast_to_batch,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     flag as flag,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     lookup as lookup,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     mask_of as mask_of,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     noise_source as noise_source,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     normal as normal,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     prepare_stateful as prepare_stateful,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     project as project,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     read as read,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     to_tensor as to_tensor,
-)
-from rnn_state_rewriter.backend.tf_keras_ops import (
     zero_state as zero_state,
 )
 from rnn_state_rewriter.generation import Generation, recurrent_kind_in

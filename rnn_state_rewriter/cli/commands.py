@@ -10,7 +10,7 @@ from typing import Any
 from rnn_state_rewriter.cli.errors import CliError
 from rnn_state_rewriter.cli.files import (
     carries_code,
-    check_folder,
+    check_output,
     import_custom_objects,
     keras_api,
     load_failure,
@@ -36,8 +36,7 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def command_add(args: argparse.Namespace) -> int:
-    if os.path.exists(args.output) and not args.force:
-        raise CliError(f"{args.output}: exists; pass --force to replace it")
+    check_output(args.output, args.force)
     model = _load(args, args.input)
 
     from rnn_state_rewriter.decide import make_plan
@@ -89,11 +88,7 @@ def _decision_row(decision: Any) -> list[str]:
 
 
 def command_convert(args: argparse.Namespace) -> int:
-    if os.path.splitext(args.output)[1].lower() != ".keras":
-        raise CliError(f"{args.output}: the conversion writes a Keras 3 model; name it .keras")
-    if os.path.exists(args.output) and not args.force:
-        raise CliError(f"{args.output}: exists; pass --force to replace it")
-    check_folder(args.output)
+    check_output(args.output, args.force, ".keras", "the conversion writes a Keras 3 model")
     if args.input.lower().endswith(".json"):
         model = _keras2_json_and_weights(args)
     else:
@@ -169,11 +164,7 @@ def command_inspect(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    if os.path.splitext(args.output)[1].lower() != ".tflite":
-        raise CliError(f"{args.output}: the export is a TFLite flatbuffer; name it .tflite")
-    if os.path.exists(args.output) and not args.force:
-        raise CliError(f"{args.output}: exists; pass --force to replace it")
-    check_folder(args.output)
+    check_output(args.output, args.force, ".tflite", "the export is a TFLite flatbuffer")
     model = _load(args, args.model)
 
     from rnn_state_rewriter.export import to_tflite

@@ -233,6 +233,16 @@ def save_atomically(model: Any, output: str, force: bool) -> None:
     write_atomically(output, save)
 
 
+def check_output(output: str, force: bool, extension: str = "", holds: str = "") -> None:
+    """Refuses an output before any work: one not named `extension` (a file of what `holds`), one that
+    exists without `--force`, or one whose folder does not exist."""
+    if extension and os.path.splitext(output)[1].lower() != extension:
+        raise CliError(f"{output}: {holds}; name it {extension}")
+    if os.path.exists(output) and not force:
+        raise CliError(f"{output}: exists; pass --force to replace it")
+    check_folder(output)
+
+
 def check_folder(output: str) -> str:
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):

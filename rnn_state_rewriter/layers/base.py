@@ -194,6 +194,25 @@ class StateSourceMixin:
     def _noise(self, state: Any) -> Any:
         return self._keras.normal(state, self.noise_stddev, self._noise_source)
 
+    def _state_config(self, initializer: Any, regularizer: Any, constraint: Any) -> dict[str, Any]:
+        """The config of the options both layers take: the initializer, regularizer and constraint, each
+        serialized as given (one, or a list of one per state), then the noise and the context."""
+
+        def serialize(kind: str, value: Any) -> Any:
+            module = getattr(self._keras.keras_api, kind)
+            if isinstance(value, (list, tuple)):
+                return [module.serialize(module.get(each)) for each in value]
+            return module.serialize(module.get(value))
+
+        return {
+            "initializer": serialize("initializers", initializer),
+            "regularizer": serialize("regularizers", regularizer),
+            "constraint": serialize("constraints", constraint),
+            "noise_stddev": self.noise_stddev,
+            "context_dim": self.context_dim,
+            "num_ids": self.num_ids,
+        }
+
     def _check_context(self, context: Any) -> None:
         """Raises `ValueError` for a context the layer does not take, or a missing or misshapen one."""
         if not self.context_maps:
@@ -231,8 +250,3 @@ def _first_shape(shape: Any) -> tuple[Any, ...]:
     ):
         shape = next(iter(shape.values())) if isinstance(shape, dict) else shape[0]
     return tuple(shape) if shape is not None else ()
-
-
-def _serialize_each(api: Any, kind: str, values: list[Any]) -> list[Any]:
-    module = getattr(api, kind)
-    return [module.serialize(module.get(value)) for value in values]

@@ -23,7 +23,6 @@ from rnn_state_rewriter.layers.base import (
     PublicLayer,
     StateSourceMixin,
     _first_shape,
-    _serialize_each,
     add_context_maps,
     add_state_variables,
     broadcast_states,
@@ -175,13 +174,8 @@ class TrainableInitialStateMixin(StateSourceMixin):
     def get_config(self) -> dict[str, Any]:
         config = {
             "state_shapes": map_shapes(list, self.state_shapes),
-            "initializer": _serialize_each(self._keras.keras_api, "initializers", self.initializers),
-            "regularizer": _serialize_each(self._keras.keras_api, "regularizers", self.regularizers),
-            "constraint": _serialize_each(self._keras.keras_api, "constraints", self.constraints),
-            "noise_stddev": self.noise_stddev,
             "batch_axis": self.batch_axis,
-            "context_dim": self.context_dim,
-            "num_ids": self.num_ids,
+            **self._state_config(list(self.initializers), list(self.regularizers), list(self.constraints)),
         }
         return {**super().get_config(), **config}  # type: ignore[misc]
 

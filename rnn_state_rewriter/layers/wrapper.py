@@ -20,7 +20,6 @@ from rnn_state_rewriter.layers.base import (
     GenerationOf,
     PublicLayer,
     StateSourceMixin,
-    _serialize_each,
     add_context_maps,
     add_state_variables,
     broadcast_states,
@@ -254,19 +253,7 @@ class TrainableInitialStateRNNMixin(StatefulStartMixin, StateSourceMixin):
         return self.layer.compute_mask(sequences, mask)  # type: ignore[attr-defined]
 
     def get_config(self) -> dict[str, Any]:
-        def serialize(kind: str, value: Any) -> Any:
-            if isinstance(value, (list, tuple)):
-                return _serialize_each(self._keras.keras_api, kind, list(value))
-            return _serialize_each(self._keras.keras_api, kind, [value])[0]
-
-        config = {
-            "initializer": serialize("initializers", self.initializer),
-            "regularizer": serialize("regularizers", self.regularizer),
-            "constraint": serialize("constraints", self.constraint),
-            "noise_stddev": self.noise_stddev,
-            "context_dim": self.context_dim,
-            "num_ids": self.num_ids,
-        }
+        config = self._state_config(self.initializer, self.regularizer, self.constraint)
         return {**super().get_config(), **config}  # type: ignore[misc]
 
 
