@@ -159,11 +159,18 @@ def generations_to_measure(backends: list[str], pythons: dict[str, str]) -> list
 STATE_COUNTS = {"LSTM": 2, "GRU": 1, "Bidirectional LSTM": 4}
 
 
-def recurrent_layer(K, kind: str, units: int):
-    """A fresh LSTM, GRU or Bidirectional LSTM (`kind`, a key of `STATE_COUNTS`) of `units` units."""
+def recurrent_layer(K, kind: str, units: int, cells: bool = False, **options):
+    """A fresh LSTM, GRU or Bidirectional LSTM (`kind`, a key of `STATE_COUNTS`) of `units` units.
+
+    `cells`: the same computation as a generic `RNN` around an `LSTMCell` (`GRUCell`). tf-keras' `LSTM` and
+    `GRU` pick their kernel through a function TensorFlow swaps at run time, which XLA compiles anew at every
+    call on the CPU; `RNN(LSTMCell)` compiles once.
+    """
     if kind == "Bidirectional LSTM":
-        return K.layers.Bidirectional(K.layers.LSTM(units))
-    return getattr(K.layers, kind)(units)
+        return K.layers.Bidirectional(recurrent_layer(K, "LSTM", units, cells, **options))
+    if cells:
+        return K.layers.RNN(getattr(K.layers, f"{kind}Cell")(units), **options)
+    return getattr(K.layers, kind)(units, **options)
 
 
 def head_model(K, steps: int, features: int, body: Callable[[object], object]):
@@ -190,12 +197,19 @@ def zeros_as_initial_state(K, kind: str, units: int) -> Callable[[object], list]
 
 
 def model_with_states(
-    K, kind: str, units: int, steps: int, features: int, source: Callable[..., Callable[[object], list]]
+    K,
+    kind: str,
+    units: int,
+    steps: int,
+    features: int,
+    source: Callable[..., Callable[[object], list]],
+    cells: bool = False,
 ):
     """`head_model` around a fresh `recurrent_layer` whose `initial_state=` comes from `source`
     (`zeros_as_initial_state` or `dense_on_zero_input`)."""
     states = source(K, kind, units)
-    return head_model(K, steps, features, lambda t: recurrent_layer(K, kind, units)(t, initial_state=states(t)))
+    layer = lambda t: recurrent_layer(K, kind, units, cells)(t, initial_state=states(t))  # noqa: E731
+    return head_model(K, steps, features, layer)
 
 
 def dense_on_zero_input(K, kind: str, units: int) -> Callable[[object], list]:

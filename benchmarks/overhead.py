@@ -14,8 +14,10 @@ backend given with `--backend` (default: the one `KERAS_BACKEND` names, else
 TensorFlow), each in its own process, and tf-keras runs with the TensorFlow
 backend where TensorFlow is installed. On TensorFlow, Keras 3 runs a second
 time with every model compiled with `jit_compile=True` (XLA; rows
-`tensorflow XLA`; tf-keras 2.21 compiles anew at every train step under XLA
-on the CPU, so it has none): on the CPU, Keras' default (`"auto"`) leaves XLA off, and
+`tensorflow XLA`), and so does tf-keras, whose LSTM and GRU layers XLA compiles
+anew at every train step on the CPU: its XLA rows run the same computation as
+generic `RNN` layers around `LSTMCell` and `GRUCell` (the layer column says
+`as RNN(cell)`). On the CPU, Keras' default (`"auto"`) leaves XLA off, and
 TensorFlow's default executor then runs the LSTM's gradient loop 4 to 8% slower
 whenever its `initial_state` is computed at run time, a matter of the order
 it picks for the loop's ops, not of work (the zeros control pays it too, and
@@ -74,10 +76,15 @@ RETROFITTED = "retrofitted (add_trainable_initial_states)"
 SECOND_PLAIN = "plain layer, a second copy (control)"
 ZEROS = "zeros as initial_state (no weights)"
 XLA = " XLA"  # appended to the backend of rows compiled with jit_compile=True
+# tf-keras under XLA: its LSTM and GRU layers are compiled anew at every call on the CPU, so the rows run the
+# same computation as generic RNN layers around cells, and the layer column says so.
+AS_CELLS = " as RNN(cell)"
 TF_KERAS_XLA = (
-    "tf_keras on tensorflow XLA: tf-keras 2.21 compiles a new XLA executable at every train step on the CPU "
-    "(about 2 s for a plain LSTM(16), as TensorFlow's log `Compilation of XLA executable` shows at each call), "
-    "so its rows would time the compiler"
+    "tf_keras on tensorflow XLA with its LSTM and GRU layers: tf-keras 2.21 compiles them anew at every train "
+    "step on the CPU (1.5 to 2.6 s a step for an LSTM(16) or GRU(16) of 20 steps; its SimpleRNN, an LSTM with "
+    "recurrent dropout and a generic RNN around an LSTMCell compile once), as their kernel is picked by a "
+    "function TensorFlow swaps at run time; the rows 'as RNN(cell)' run the same computation as RNN(LSTMCell) "
+    "and RNN(GRUCell)"
 )
 FLUSHED = "(FTZ)"  # the label of PyTorch rows run with subnormals flushed to zero
 
@@ -116,14 +123,17 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False, jit:
     x = rng.normal(size=(batch, steps, features)).astype("float32")
     y = rng.normal(size=(batch, 1)).astype("float32")
 
+    cells = jit and generation == "tf_keras"  # see TF_KERAS_XLA
+    label = AS_CELLS if cells else ""
+
     def recurrent(kind: str):
-        return recurrent_layer(K, kind, units)
+        return recurrent_layer(K, kind, units, cells)
 
     def model_from(body):
         return head_model(K, steps, features, body)
 
     def with_states(kind: str, source):
-        return model_with_states(K, kind, units, steps, features, source)
+        return model_with_states(K, kind, units, steps, features, source, cells)
 
     Old = None
     if generation == "tf_keras" and importlib.util.find_spec("trainable_initial_state_rnn") is not None:
@@ -147,25 +157,26 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False, jit:
         }
         if Old is not None:
             variants["trainable-initial-state-rnn 0.0.3"] = model_from(lambda t, kind=kind: Old(recurrent(kind))(t))
-        results += timed(K, generation, kind, variants, x, y, quick, rounds, flush, jit)
+        results += timed(K, generation, kind + label, variants, x, y, quick, rounds, flush, jit)
     for kind in EXTRA_KINDS[:1] if quick else EXTRA_KINDS:
         K.utils.set_random_seed(0)
-        plain, inputs, options = extra_model(K, kind, units, batch, steps, features)
+        plain, inputs, options = extra_model(K, kind, units, batch, steps, features, cells)
         retrofitted = rsr.add_trainable_initial_states(plain, **options)
         variants = {PLAIN: plain, RETROFITTED: retrofitted}
         data = [x, *inputs] if inputs else x
-        results += timed(K, generation, kind, variants, data, y, quick, rounds, flush, jit)
+        results += timed(K, generation, kind + label, variants, data, y, quick, rounds, flush, jit)
     return results
 
 
-def extra_model(K, kind: str, units: int, batch: int, steps: int, features: int):
+def extra_model(K, kind: str, units: int, batch: int, steps: int, features: int, cells: bool = False):
     """The plain model of an `EXTRA_KINDS` row, its extra inputs' data, and the retrofit's arguments."""
     import numpy as np
+    from _common import recurrent_layer
 
     rng = np.random.default_rng(1)
     if kind == STATEFUL:
         inputs = K.Input(batch_shape=(batch, steps, features))
-        model = K.Model(inputs, K.layers.Dense(1)(K.layers.LSTM(units, stateful=True)(inputs)))
+        model = K.Model(inputs, K.layers.Dense(1)(recurrent_layer(K, "LSTM", units, cells, stateful=True)(inputs)))
         return model, [], {}
     sequences = K.Input((steps, features))
     if kind == BY_ID:
@@ -174,7 +185,7 @@ def extra_model(K, kind: str, units: int, batch: int, steps: int, features: int)
     else:
         context = K.Input((16,), name="context")
         data, options = rng.normal(size=(batch, 16)).astype("float32"), {"context": "context"}
-    model = K.Model([sequences, context], K.layers.Dense(1)(K.layers.LSTM(units)(sequences)))
+    model = K.Model([sequences, context], K.layers.Dense(1)(recurrent_layer(K, "LSTM", units, cells)(sequences)))
     return model, [data], options
 
 
@@ -316,9 +327,9 @@ def main() -> None:
     results = []
     for generation, backend in generations_to_measure(args.backend, pythons):
         results += run_generation(generation, backend, pythons[backend], args.quick, rounds)
-        if backend == "tensorflow" and generation == "keras3":  # again under XLA: no executor schedule there
+        if backend == "tensorflow":  # again under XLA: no executor schedule there
             results += run_generation(generation, backend, pythons[backend], args.quick, rounds, jit=True)
-        elif backend == "tensorflow":
+        if backend == "tensorflow" and generation == "tf_keras":
             results.append({"note": TF_KERAS_XLA})
     if args.flush_denormal:
         results += run_generation("keras3", "torch", pythons["torch"], args.quick, rounds, flush=True)
