@@ -157,6 +157,8 @@ def measure(generation: str, quick: bool, rounds: int, flush: bool = False, jit:
         }
         if Old is not None:
             variants["trainable-initial-state-rnn 0.0.3"] = model_from(lambda t, kind=kind: Old(recurrent(kind))(t))
+        if quick and jit:  # a smoke run compiles each model with XLA: the retrofit and the controls only
+            variants = {name: variants[name] for name in (PLAIN, SECOND_PLAIN, RETROFITTED, ZEROS)}
         results += timed(K, generation, kind + label, variants, x, y, quick, rounds, flush, jit)
     for kind in EXTRA_KINDS[:1] if quick else EXTRA_KINDS:
         K.utils.set_random_seed(0)
@@ -302,7 +304,11 @@ def report(results: list[dict], rounds: int, pythons: dict[str, str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few rounds (a smoke run)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, few rounds, the LSTM only (under XLA: the retrofit and the controls) (a smoke run)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 31, quick 3)")
     parser.add_argument("--generation", choices=["keras3", "tf_keras"], help=argparse.SUPPRESS)
     parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)  # a child: jit_compile=True
