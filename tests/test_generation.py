@@ -65,9 +65,11 @@ def test_the_keras3_path_imports_no_tensorflow_on_jax():
 
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rnn_state_rewriter"
-# The seam: the Adapter protocol, its two implementations, and which generation an object belongs to.
+# The seam: the Adapter protocol, its two implementations (and what they share), and which generation an
+# object belongs to.
 SEAM = {
     "backend/__init__",
+    "backend/both",
     "backend/keras3",
     "backend/keras3_ops",
     "backend/tf_keras",

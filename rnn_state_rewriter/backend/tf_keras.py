@@ -21,6 +21,8 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving.serialization_lib import SafeModeScope as SafeModeScope  # the Adapter's
 
+from rnn_state_rewriter.backend import both
+from rnn_state_rewriter.backend.both import fresh_input as fresh_input, layer_of as layer_of  # the Adapter's
 from rnn_state_rewriter.backend.tf_keras_ops import (  # the tensor operations of the layers, the Adapter's
     batch_of as batch_of,
     batch_size as batch_size,
@@ -92,18 +94,6 @@ def call_sites(model: Any) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any
                 dict(node.call_kwargs),
                 tf.nest.flatten(node.outputs),
             )
-
-
-def layer_of(tensor: Any) -> Any:
-    """The layer whose call made a symbolic tensor, or None."""
-    history = getattr(tensor, "_keras_history", None)
-    return history[0] if history is not None else None
-
-
-def fresh_input(tensor: Any) -> Any:
-    """A new model input like `tensor`, an input of a model, made from its `InputLayer`'s config."""
-    layer = layer_of(tensor)
-    return type(layer).from_config(layer.get_config()).output
 
 
 def model_inputs(model: Any) -> Any:
@@ -192,16 +182,8 @@ def own_variables(layer: Any) -> list[Any]:
 
 
 def live_arguments(layer: Any) -> dict[str, Any]:
-    """The constructor arguments a layer holds as live objects that its config turns into code or names.
-
-    A `Lambda`'s function, mask and output-shape function, and arguments: its
-    copy is made around the same objects, so it computes what it computes
-    (its config would rebuild a Python lambda from bytecode). Empty for other layers.
-    """
-    if type(layer) is not keras_api.layers.Lambda:
-        return {}
-    live = {"function": layer.function, "mask": layer.mask, "arguments": layer.arguments}
-    return {**live, "output_shape": layer._output_shape}
+    """The constructor arguments a layer holds as live objects that its config turns into code (`both`)."""
+    return both.live_arguments(keras_api, layer)
 
 
 def copy_vocabulary(source: Any, target: Any) -> bool:
