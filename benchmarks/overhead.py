@@ -335,8 +335,8 @@ def main() -> None:
         results += run_generation(generation, backend, pythons[backend], args.quick, rounds)
         if backend == "tensorflow":  # again under XLA: no executor schedule there
             results += run_generation(generation, backend, pythons[backend], args.quick, rounds, jit=True)
-        if backend == "tensorflow" and generation == "tf_keras":
-            results.append({"note": TF_KERAS_XLA})
+            if generation == "tf_keras":
+                results.append({"note": TF_KERAS_XLA})
     if args.flush_denormal:
         results += run_generation("keras3", "torch", pythons["torch"], args.quick, rounds, flush=True)
     report(results, rounds, pythons)

@@ -3,10 +3,11 @@
 Keras 3 and tf-keras differ in their tensor operations, in how a functional
 graph is walked and rebuilt, and in how weights, state and files are kept.
 Each generation has one module that satisfies `Adapter`: `backend/keras3.py`
-and `backend/tf_keras.py` (mypy checks both against it). Every read of a
-private Keras attribute and every branch on the generation lives in those two
-modules. The rest of the package is written once against `Adapter`, and gets
-the right module from `adapter_for(obj)`, once per public call, or through the
+and `backend/tf_keras.py` (mypy checks both against it), which share what
+they do alike in `backend/both.py`. Every read of a private Keras attribute
+and every branch on the generation lives in those three modules. The rest
+of the package is written once against `Adapter`, and gets the right module
+from `adapter_for(obj)`, once per public call, or through the
 `GenerationOf` attribute of its layer classes.
 
 The seam imports nothing of the package above it (`generation`, and the

@@ -1,11 +1,12 @@
-"""Keras 3, on any backend: what differs from tf-keras, and nothing else.
+"""Keras 3, on any backend: what differs from tf-keras (what both do alike is in `backend/both.py`).
 
 One of the two implementations of `rnn_state_rewriter.backend.Adapter` (the
 other is `backend/tf_keras.py`): the tensor operations the layers use
 (`keras.ops`, `keras.random`, `keras.tree`, which run on TensorFlow, JAX and
 PyTorch), how a model's graph is read and rebuilt, how weights and state are
-copied and saved. Every read of a private Keras attribute lives here. It
-imports nothing of the package above the seam (`generation`, `activations`).
+copied and saved. Every read of a private Keras attribute lives here or in
+`backend/both.py`. It imports nothing of the package above the seam
+(`generation`, `activations`).
 """
 
 from __future__ import annotations

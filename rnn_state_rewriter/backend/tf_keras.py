@@ -1,9 +1,10 @@
-"""tf-keras (Keras 2), on TensorFlow: what differs from Keras 3, and nothing else.
+"""tf-keras (Keras 2), on TensorFlow: what differs from Keras 3 (what both do alike is in `backend/both.py`).
 
 One of the two implementations of `rnn_state_rewriter.backend.Adapter` (the
 other is `backend/keras3.py`): the tensor operations the layers use
 (TensorFlow's), how a model's graph is read and rebuilt, how weights and state
-are copied and saved. Every read of a private tf-keras attribute lives here. It
+are copied and saved. Every read of a private tf-keras attribute lives here or
+in `backend/both.py`. It
 imports nothing of the package above the seam (`generation` only); the tf-keras
 twins of the public layers are in `layers/tf_keras.py`.
 
