@@ -50,6 +50,13 @@ if not TENSORFLOW_INSTALLED:
 BACKENDS = ["tensorflow", "jax", "torch"]
 
 
+def seam_modules() -> list[str]:
+    """The seam's modules, as paths in the package without `.py`: every module of `backend/`, read from
+    the folder, so that a test of the seam cannot forget a new one there."""
+    backend = Path(__file__).resolve().parent.parent / "rnn_state_rewriter" / "backend"
+    return ["backend/__init__", *(f"backend/{path.stem}" for path in sorted(backend.glob("[!_]*.py")))]
+
+
 def python_for(backend: str) -> str | None:
     """The Python interpreter that runs a Keras backend in a subprocess, or None.
 

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import seam_modules
 
 from rnn_state_rewriter.generation import Generation, generation_of
 
@@ -65,17 +66,9 @@ def test_the_keras3_path_imports_no_tensorflow_on_jax():
 
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rnn_state_rewriter"
-# The seam: the Adapter protocol, its two implementations (and what they share), and which generation an
-# object belongs to.
-SEAM = {
-    "backend/__init__",
-    "backend/both",
-    "backend/keras3",
-    "backend/keras3_ops",
-    "backend/tf_keras",
-    "backend/tf_keras_ops",
-    "generation",
-}
+# The seam: the Adapter protocol, its two implementations and what they share (every module of
+# backend/), and which generation an object belongs to.
+SEAM = {*seam_modules(), "generation"}
 OUTSIDE = sorted(
     module
     for module in (path.relative_to(PACKAGE).with_suffix("").as_posix() for path in PACKAGE.rglob("*.py"))

@@ -15,13 +15,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND, backend_env
+from conftest import BACKEND, backend_env, seam_modules
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rnn_state_rewriter"
 NAME = PACKAGE.name
 # The bottom layer: what the seam's modules may import of the package.
-# Every module of backend/ is the seam, read from the folder so that a new one cannot be forgotten here.
-SEAM = {f"{NAME}.backend", *(f"{NAME}.backend.{path.stem}" for path in (PACKAGE / "backend").glob("[!_]*.py"))}
+SEAM = {f"{NAME}.{module.removesuffix('/__init__').replace('/', '.')}" for module in seam_modules()}
 BELOW_THE_SEAM = {f"{NAME}.generation", f"{NAME}.activations"}
 
 
